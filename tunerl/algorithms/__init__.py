@@ -1,0 +1,1 @@
+"""tunerl's algorithms: one module each (config class, loss function, training_step)."""

@@ -1,0 +1,3 @@
+from tunerl.algorithms.ppo.ppo import PPO, PPOConfig, PPOLearner, ppo_loss
+
+__all__ = ["PPO", "PPOConfig", "PPOLearner", "ppo_loss"]

@@ -1,0 +1,168 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), in the order of the algorithm:
+config -> loss -> learner -> training_step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tunerl.core import columns as c
+from tunerl.core import metrics as m
+from tunerl.core.algorithm import Algorithm
+from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f
+from tunerl.core.learner import Learner
+from tunerl.core.postprocessing import add_gae
+from tunerl.core.rl_module import RLModule, observation_moments
+
+# ----------------------------------------------------------------------------- config
+_PPO_DEFAULTS = {
+    # Defaults that solve CartPole-v1 untuned and stay sensible elsewhere.
+    "lr": 3e-4,
+    "num_envs_per_env_runner": 8,
+    "train_batch_size_per_learner": 2000,
+    "minibatch_size": 250,
+    "num_epochs": 10,
+    "grad_clip": 0.5,
+}
+
+
+class PPOConfig(AlgorithmConfig):
+    """PPO's settings: AlgorithmConfig's plus the training fields below."""
+
+    FIELDS: dict[str, Field] = {
+        **{
+            name: Field(**{**field.__dict__, "default": _PPO_DEFAULTS.get(name, field.default)})
+            for name, field in AlgorithmConfig.FIELDS.items()
+        },
+        "lambda_": _f("training", 0.95, "GAE lambda: 0 is one-step TD, 1 is Monte Carlo.",
+                      *NUMBER, low=0, high=1),
+        "clip_param": _f("training", 0.2, "Clip of the probability ratio in the surrogate "
+                         "objective.", *NUMBER, low=0, low_exclusive=True),
+        "vf_loss_coeff": _f("training", 0.5, "Weight of the value loss.", *NUMBER, low=0),
+        "entropy_coeff": _f("training", 0.0, "Weight of the entropy bonus.", *NUMBER, low=0),
+        "use_kl_loss": _f("training", False, "Add an adaptive KL penalty to the loss.", bool),
+        "kl_coeff": _f("training", 0.2, "Initial KL penalty weight (adapted towards "
+                       "kl_target).", *NUMBER, low=0),
+        "kl_target": _f("training", 0.01, "KL the adaptive penalty aims for.", *NUMBER, low=0,
+                        low_exclusive=True),
+        "vf_loss_clip": _f("training", None, "Cap on each sample's squared value error "
+                           "(RLlib's vf_clip_param).", *NUMBER, low=0, low_exclusive=True,
+                           nullable=True),
+        "vf_value_change_clip": _f("training", None, "Clip the change of the value prediction "
+                                   "from the sampled one to +-this (PPO2, SB3's clip_range_vf).",
+                                   *NUMBER, low=0, low_exclusive=True, nullable=True),
+        "normalize_advantages": _f("training", True, "Normalize advantages per minibatch to "
+                                   "mean 0, std 1.", bool),
+    }
+
+    def __init__(self, algo_class: type[Algorithm] | None = None):
+        super().__init__(algo_class=algo_class or PPO)
+
+
+# ------------------------------------------------------------------------------- loss
+def ppo_loss(
+    module: RLModule, batch: dict[str, torch.Tensor], config: PPOConfig, kl_coeff: float
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clipped surrogate + value loss - entropy bonus (+ adaptive KL penalty)."""
+    out = module.forward_train(batch)
+    dist_cls = module.get_action_dist_cls()
+    curr_dist = dist_cls(out[c.ACTION_DIST_INPUTS])
+    prev_dist = dist_cls(batch[c.ACTION_DIST_INPUTS])
+
+    advantages = batch[c.ADVANTAGES]
+    if config.normalize_advantages and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = torch.exp(curr_dist.logp(batch[c.ACTIONS]) - batch[c.ACTION_LOGP])
+    surrogate = torch.min(
+        ratio * advantages,
+        ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * advantages,
+    )
+    policy_loss = -surrogate.mean()
+
+    values, targets = out[c.VF_PREDS], batch[c.VALUE_TARGETS]
+    vf_error = (values - targets).pow(2)
+    if config.vf_value_change_clip is not None:
+        old_values = batch[c.VF_PREDS]
+        clipped = old_values + (values - old_values).clamp(
+            -config.vf_value_change_clip, config.vf_value_change_clip
+        )
+        vf_error = torch.max(vf_error, (clipped - targets).pow(2))
+    if config.vf_loss_clip is not None:
+        vf_error = vf_error.clamp(max=config.vf_loss_clip)
+    vf_loss = vf_error.mean()
+
+    entropy = curr_dist.entropy().mean()
+    mean_kl = prev_dist.kl(curr_dist).mean()
+    loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+    if config.use_kl_loss:
+        loss = loss + kl_coeff * mean_kl
+
+    with torch.no_grad():
+        target_var = targets.var()
+        explained_var = 1 - (targets - values).var() / target_var if target_var > 0 else 0.0
+    return loss, {
+        m.POLICY_LOSS: policy_loss.detach(),
+        m.VF_LOSS: vf_loss.detach(),
+        m.ENTROPY: entropy.detach(),
+        m.MEAN_KL_LOSS: mean_kl.detach(),
+        m.VF_EXPLAINED_VAR: explained_var,
+    }
+
+
+class PPOLearner(Learner):
+    """Minibatch SGD on `ppo_loss`, and the adaptive KL coefficient."""
+
+    LOSS_COLUMNS = (c.OBS, c.ACTIONS, c.ACTION_LOGP, c.ACTION_DIST_INPUTS, c.VF_PREDS,
+                    c.ADVANTAGES, c.VALUE_TARGETS)
+
+    def __init__(self, config: PPOConfig, module: RLModule, seed: int):
+        super().__init__(config, module, seed)
+        self.kl_coeff = float(config.kl_coeff)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return ppo_loss(self.module, batch, self.config, self.kl_coeff)
+
+    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
+        stats = super().update(batch, num_env_steps_sampled_lifetime)
+        if self.config.use_kl_loss:
+            # Schulman et al. 2017, section 4: grow the penalty when the policy moved too far.
+            if stats[m.MEAN_KL_LOSS] > 2.0 * self.config.kl_target:
+                self.kl_coeff *= 1.5
+            elif stats[m.MEAN_KL_LOSS] < 0.5 * self.config.kl_target:
+                self.kl_coeff *= 0.5
+        stats[m.CURR_KL_COEFF] = self.kl_coeff if self.config.use_kl_loss else 0.0
+        return stats
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"kl_coeff": self.kl_coeff}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.kl_coeff = float(state["kl_coeff"])
+
+
+# ----------------------------------------------------------------------- training_step
+class PPO(Algorithm):
+    config_class = PPOConfig
+    learner_class = PPOLearner
+
+    def training_step(self) -> dict[str, Any]:
+        config = self.config
+        # 1. sample
+        batch = self.sample_from_runners(config.train_batch_size_per_learner)
+        # 2. learn: advantages with the critic that produced vf_preds, then SGD
+        with self._timer(m.LEARN_TIMER):
+            batch = add_gae(batch, self.learner.module, config.gamma, config.lambda_)
+            stats = self.learner.update(
+                batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+            )
+            self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(batch)
+            normalizer = self.learner.module.obs_normalizer
+            if normalizer is not None:
+                # After the update, so the batch was trained with the statistics it was
+                # sampled with.
+                normalizer.update(*observation_moments(batch[c.OBS]))
+        # 3. sync
+        self._sync_weights()
+        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}

@@ -1,0 +1,416 @@
+"""Algorithm: the Ray Tune Trainable every tunerl algorithm is.
+
+`train()` runs `training_step()` (sample -> learn -> sync) and returns a result with fixed
+keys (`tunerl.core.metrics`). Checkpoints are directories of JSON and tensors, checked by a
+manifest (`tunerl.core.checkpoint_io`). An algorithm subclass sets `config_class` and
+`learner_class` and defines `training_step()`; nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+import tunerl
+from tunerl.core import checkpoint_io
+from tunerl.core import metrics as m
+from tunerl.core.callbacks import Callbacks
+from tunerl.core.columns import DEFAULT_MODULE_ID
+from tunerl.core.config import AlgorithmConfig, ConfigError
+from tunerl.core.env_runner_group import EnvRunnerGroup
+from tunerl.core.learner import Learner
+from tunerl.core.rl_module import RLModule, RLModuleSpec
+from tunerl.env.registry import make_vector_env, resolve_env_creator
+
+logger = logging.getLogger("tunerl")
+
+STATE_FILE = "algorithm_state.json"
+RNG_FILE = "rng_state.pt"
+LEARNER_DIR = Path("learner_group") / "learner"
+LEARNER_TENSORS_FILE = "learner_state.pt"
+LEARNER_JSON_FILE = "learner_state.json"
+MODULE_DIR = LEARNER_DIR / "rl_module"
+
+# Fields whose change needs new env runners (all else is picked up by the learner at once).
+_RUNNER_FIELDS = (
+    "env", "env_config", "normalize_actions", "clip_actions", "disable_env_checking",
+    "num_env_runners", "num_envs_per_env_runner", "num_cpus_per_env_runner",
+    "num_gpus_per_env_runner", "observation_filter", "model_config", "rl_module_spec",
+    "evaluation_interval", "evaluation_num_env_runners", "evaluation_config",
+)
+
+
+class Algorithm(tune.Trainable):
+    """Base of all algorithms. Build one with `config.build_algo()`, or let Tune build it
+    from a config dict: `tune.Tuner(PPO, param_space=PPOConfig()...)`."""
+
+    config_class: type[AlgorithmConfig] = AlgorithmConfig
+    learner_class: type[Learner] = Learner
+
+    def __init__(self, config: AlgorithmConfig | dict | None = None, **kwargs: Any):
+        if isinstance(config, AlgorithmConfig):
+            config = config.to_dict()
+        super().__init__(config=dict(config or {}), **kwargs)
+
+    @classmethod
+    def get_default_config(cls) -> AlgorithmConfig:
+        return cls.config_class(algo_class=cls)
+
+    @classmethod
+    def _config_from(cls, config: dict | AlgorithmConfig) -> AlgorithmConfig:
+        if isinstance(config, AlgorithmConfig):
+            return config.copy()
+        return cls.get_default_config().update_from_dict(config)
+
+    @classmethod
+    def default_resource_request(cls, config: dict | AlgorithmConfig) -> tune.PlacementGroupFactory:
+        """One bundle for the algorithm (learner) process and one per env-runner actor, so a
+        trial starts only when everything it will start is reserved."""
+        config = cls._config_from(config)
+        head = {"CPU": config.num_cpus_for_main_process}
+        if config.num_gpus_per_learner:
+            head["GPU"] = config.num_gpus_per_learner
+        runner = {"CPU": config.num_cpus_per_env_runner}
+        if config.num_gpus_per_env_runner:
+            runner["GPU"] = config.num_gpus_per_env_runner
+        num_runners = config.num_env_runners
+        if config.evaluation_interval:
+            num_runners += config.evaluation_num_env_runners
+        return tune.PlacementGroupFactory(
+            [head] + [dict(runner) for _ in range(num_runners)],
+            strategy=config.placement_strategy,
+        )
+
+    # ------------------------------------------------------------------- life cycle
+    def setup(self, config: dict) -> None:
+        self.config = self._config_from(config)
+        self.config.validate()
+        self.config.freeze()
+        logger.setLevel(self.config.log_level.replace("WARN", "WARNING"))
+        callbacks_class = self.config.callbacks_class or Callbacks
+        self.callbacks = callbacks_class()
+        self._env_creator = resolve_env_creator(self.config.env)
+        self._build()
+        self.callbacks.on_algorithm_init(algorithm=self)
+
+    def _build(self) -> None:
+        """Seeds, module, learner, runners and counters, from `self.config`."""
+        config = self.config
+        seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy
+                                                               % (2**31))
+        self._rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.module_spec = self._module_spec()
+        self.learner = self.learner_class(config, self.module_spec.build(), self._draw_seed())
+        self.env_runner_group = EnvRunnerGroup(
+            config, self.module_spec, config.num_env_runners, self._runner_seed, self._env_creator
+        )
+        self.eval_env_runner_group: EnvRunnerGroup | None = None
+        if config.evaluation_interval:
+            eval_config = config.with_overrides(config.evaluation_config)
+            self.eval_env_runner_group = EnvRunnerGroup(
+                eval_config, self.module_spec, config.evaluation_num_env_runners,
+                self._runner_seed, self._env_creator,
+            )
+        self._reset_counters()
+        self._sync_weights()
+
+    def _reset_counters(self) -> None:
+        self._counters = {
+            m.NUM_ENV_STEPS_SAMPLED_LIFETIME: 0,
+            m.NUM_ENV_STEPS_TRAINED_LIFETIME: 0,
+            m.NUM_EPISODES_LIFETIME: 0,
+        }
+        self._episode_stats = m.EpisodeStats(self.config.metrics_num_episodes_for_smoothing)
+        self._last_evaluation: dict[str, Any] | None = None
+        self._timers: dict[str, float] = defaultdict(float)
+
+    def _draw_seed(self) -> int:
+        return int(self._rng.integers(0, 2**31 - 1))
+
+    def _runner_seed(self, worker_index: int) -> int:
+        del worker_index  # every runner draws its own seed from the algorithm's stream
+        return self._draw_seed()
+
+    def _module_spec(self) -> RLModuleSpec:
+        config = self.config
+        probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
+        try:
+            obs_space, action_space = probe.single_observation_space, probe.single_action_space
+        finally:
+            probe.close()
+        user_spec = config.rl_module_spec or RLModuleSpec()
+        return RLModuleSpec(
+            module_class=user_spec.module_class,
+            observation_space=user_spec.observation_space or obs_space,
+            action_space=user_spec.action_space or action_space,
+            model_config={**config.model_config, **(user_spec.model_config or {})},
+            observation_filter=config.observation_filter,
+        )
+
+    def cleanup(self) -> None:
+        """Stops every actor this algorithm started."""
+        for group in (getattr(self, "env_runner_group", None),
+                      getattr(self, "eval_env_runner_group", None)):
+            if group is not None:
+                group.stop()
+
+    def reset_config(self, new_config: dict) -> bool:
+        """Takes a new trial's config without a new process (Tune's `reuse_actors`, PBT).
+        Runners are rebuilt only when a field they depend on changed; learner, counters and
+        seeds start fresh (PBT then restores a checkpoint on top)."""
+        new = self._config_from(new_config)
+        new.validate()
+        rebuild_runners = any(getattr(new, f) != getattr(self.config, f) for f in _RUNNER_FIELDS)
+        new.freeze()
+        self.config = new
+        self.callbacks = (new.callbacks_class or Callbacks)()
+        if rebuild_runners:
+            self.cleanup()
+            self._env_creator = resolve_env_creator(new.env)
+            self._build()
+            return True
+        seed = new.seed if new.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        self._rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.learner = self.learner_class(new, self.module_spec.build(), self._draw_seed())
+        for group in (self.env_runner_group, self.eval_env_runner_group):
+            if group is not None:
+                group.config = new if group is self.env_runner_group else group.config
+                group.reset()
+        self._reset_counters()
+        self._sync_weights()
+        return True
+
+    # ---------------------------------------------------------------------- training
+    @contextmanager
+    def _timer(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timers[name] += time.perf_counter() - start
+
+    def training_step(self) -> dict[str, Any]:
+        """One sample -> learn -> sync iteration; returns `{"learners": {module_id: stats}}`."""
+        raise NotImplementedError(f"{type(self).__name__} must define training_step().")
+
+    def step(self) -> dict[str, Any]:
+        self._timers = defaultdict(float)
+        start = time.perf_counter()
+        steps_before = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        learner_results: dict[str, Any] = {}
+        while True:
+            learner_results = self.training_step()
+            sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
+            elapsed = time.perf_counter() - start
+            if (elapsed >= (self.config.min_time_s_per_iteration or 0)
+                    and sampled >= self.config.min_sample_timesteps_per_iteration):
+                break
+        if self._evaluation_due():
+            self._last_evaluation = self.evaluate()
+        elapsed = time.perf_counter() - start
+        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
+        env_runner_results = self._episode_stats.reduce()
+        env_runner_results[m.NUM_ENV_STEPS_SAMPLED] = sampled
+        result: dict[str, Any] = {
+            m.ENV_RUNNER_RESULTS: env_runner_results,
+            m.LEARNER_RESULTS: learner_results.get(m.LEARNER_RESULTS, {}),
+            **self._counters,
+            m.ENV_STEPS_PER_S: sampled / elapsed if elapsed > 0 else 0.0,
+            m.TIMERS: dict(self._timers),
+        }
+        if self._last_evaluation is not None:
+            result[m.EVALUATION_RESULTS] = self._last_evaluation
+        for key, value in learner_results.items():
+            result.setdefault(key, value)
+        self.callbacks.on_train_result(algorithm=self, result=result)
+        return result
+
+    def _evaluation_due(self) -> bool:
+        interval = self.config.evaluation_interval
+        return bool(interval) and (self._iteration + 1) % interval == 0
+
+    def sample_from_runners(self, num_timesteps: int):
+        """Samples a train batch and records its steps and episodes in the counters."""
+        with self._timer(m.SAMPLE_TIMER):
+            batch = self.env_runner_group.sample(num_timesteps=num_timesteps)
+        runner_metrics = self.env_runner_group.pop_metrics()
+        self._episode_stats.extend(runner_metrics["episode_returns"],
+                                   runner_metrics["episode_lengths"])
+        self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
+        self._counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
+        self.callbacks.on_sample_end(algorithm=self, samples=batch)
+        return batch
+
+    def _sync_weights(self) -> None:
+        with self._timer(m.SYNC_TIMER):
+            weights = self.learner.module.get_state()
+            self.env_runner_group.sync_weights(weights)
+            if self.eval_env_runner_group is not None:
+                self.eval_env_runner_group.sync_weights(weights)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Runs `evaluation_duration` episodes (or env steps) with `evaluation_config`
+        applied; returns `{"env_runners": {...}}` as reported under `evaluation/`."""
+        group = self.eval_env_runner_group
+        if group is None:
+            eval_config = self.config.with_overrides(self.config.evaluation_config)
+            group = self.eval_env_runner_group = EnvRunnerGroup(
+                eval_config, self.module_spec, self.config.evaluation_num_env_runners,
+                self._runner_seed, self._env_creator,
+            )
+            group.sync_weights(self.learner.module.get_state())
+        with self._timer(m.EVALUATION_TIMER):
+            if self.config.evaluation_duration_unit == "episodes":
+                group.sample(num_episodes=self.config.evaluation_duration)
+            else:
+                group.sample(num_timesteps=self.config.evaluation_duration)
+        runner_metrics = group.pop_metrics()
+        stats = m.EpisodeStats(window=max(len(runner_metrics["episode_returns"]), 1))
+        stats.extend(runner_metrics["episode_returns"], runner_metrics["episode_lengths"])
+        results = stats.reduce()
+        results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]
+        return {m.ENV_RUNNER_RESULTS: results}
+
+    def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule:
+        """The module being trained (the learner's copy, always current)."""
+        if module_id != DEFAULT_MODULE_ID:
+            raise KeyError(f"No module {module_id!r}; this algorithm has {DEFAULT_MODULE_ID!r}.")
+        return self.learner.module
+
+    # -------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, checkpoint_dir: str) -> str:
+        directory = Path(checkpoint_dir)
+        learner_state = self.learner.get_state()
+        module_dir = directory / MODULE_DIR / DEFAULT_MODULE_ID
+        self.learner.module.write_to(module_dir)
+        checkpoint_io.save_tensors(
+            directory / LEARNER_DIR / LEARNER_TENSORS_FILE,
+            {"optimizer": learner_state["optimizer"]},
+        )
+        checkpoint_io.write_json(directory / LEARNER_DIR / LEARNER_JSON_FILE, learner_state["json"])
+        checkpoint_io.save_tensors(directory / RNG_FILE, {"torch": torch.get_rng_state()})
+        checkpoint_io.write_json(directory / STATE_FILE, {
+            "algo_class": checkpoint_io.class_path(type(self)),
+            "tunerl_version": tunerl.__version__,
+            "config": config_to_json(self.config),
+            "counters": self._counters,
+            "iteration": self._iteration,
+            "rng": self._rng.bit_generator.state,
+            "episode_returns": list(self._episode_stats.returns),
+            "episode_lengths": list(self._episode_stats.lengths),
+            "last_evaluation": self._last_evaluation,
+        })
+        checkpoint_io.write_manifest(directory)
+        return checkpoint_dir
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        if not isinstance(checkpoint, str | os.PathLike):
+            raise checkpoint_io.CheckpointError(
+                "tunerl checkpoints are directories; got a dict checkpoint."
+            )
+        directory = Path(checkpoint)
+        checkpoint_io.verify_manifest(directory)
+        state = checkpoint_io.read_json(directory / STATE_FILE)
+        module_dir = directory / MODULE_DIR / DEFAULT_MODULE_ID
+        module_state = checkpoint_io.load_tensors(module_dir / "module_state.pt")
+        learner_tensors = checkpoint_io.load_tensors(directory / LEARNER_DIR / LEARNER_TENSORS_FILE)
+        self.learner.set_state({
+            "module": module_state,
+            "optimizer": learner_tensors["optimizer"],
+            "json": checkpoint_io.read_json(directory / LEARNER_DIR / LEARNER_JSON_FILE),
+        })
+        torch.set_rng_state(checkpoint_io.load_tensors(directory / RNG_FILE)["torch"])
+        self._counters = {key: int(value) for key, value in state["counters"].items()}
+        self._iteration = int(state["iteration"])
+        self._rng.bit_generator.state = state["rng"]
+        self._episode_stats = m.EpisodeStats(self.config.metrics_num_episodes_for_smoothing)
+        self._episode_stats.extend(state["episode_returns"], state["episode_lengths"])
+        self._episode_stats.num_new_episodes = 0
+        self._last_evaluation = state["last_evaluation"]
+        # Runners start fresh episodes, seeded from the restored stream: two restores of one
+        # checkpoint continue identically.
+        self.env_runner_group.reset()
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.reset()
+        self._sync_weights()
+        self.callbacks.on_checkpoint_loaded(algorithm=self)
+
+    def save_to_path(self, path: str | os.PathLike | None = None) -> str:
+        """Writes a checkpoint to `path` (default: `checkpoint_<iteration>` in the logdir),
+        atomically: a crash mid-save leaves the previous checkpoint at `path` intact."""
+        if path is None:
+            path = Path(self.logdir) / f"checkpoint_{self._iteration:06d}"
+        with checkpoint_io.atomic_directory(path) as directory:
+            self.save_checkpoint(str(directory))
+        return str(Path(path).absolute())
+
+    def restore_from_path(self, path: str | os.PathLike) -> None:
+        """Loads a checkpoint written by `save_to_path`, `save()` or Tune."""
+        self.load_checkpoint(str(path))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> Algorithm:
+        """Builds the algorithm a checkpoint was written by, with its config, and restores it."""
+        directory = Path(path)
+        checkpoint_io.verify_manifest(directory)
+        state = checkpoint_io.read_json(directory / STATE_FILE)
+        algo_class = checkpoint_io.import_class(state["algo_class"], Algorithm)
+        if not issubclass(algo_class, cls):
+            raise checkpoint_io.CheckpointError(
+                f"{directory} holds a {algo_class.__name__} checkpoint, not a {cls.__name__}."
+            )
+        config = config_from_json(algo_class, state["config"])
+        algo = algo_class(config=config)
+        algo.restore_from_path(directory)
+        return algo
+
+
+# ------------------------------------------------------------------- config <-> JSON
+_CLASS_KEY = "__class__"
+_SPEC_KEY = "__rl_module_spec__"
+
+
+def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
+    """The config as JSON values: classes by import path, a module spec by its parts."""
+    out: dict[str, Any] = {}
+    for name, value in config.to_dict().items():
+        if isinstance(value, type):
+            value = {_CLASS_KEY: checkpoint_io.class_path(value)}
+        elif isinstance(value, RLModuleSpec):
+            value = {_SPEC_KEY: {
+                "module_class": value.module_class and checkpoint_io.class_path(value.module_class),
+                "model_config": value.model_config,
+            }}
+        elif callable(value):
+            raise ConfigError(
+                f"Config field {name} holds {value!r}, which a checkpoint cannot name: register "
+                "it with tunerl.register_env(name, creator) and pass the name instead."
+            )
+        out[name] = value
+    return out
+
+
+def config_from_json(algo_class: type[Algorithm], data: dict[str, Any]) -> AlgorithmConfig:
+    values = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and _CLASS_KEY in value:
+            base = Callbacks if name == "callbacks_class" else object
+            value = checkpoint_io.import_class(value[_CLASS_KEY], base)
+        elif isinstance(value, dict) and _SPEC_KEY in value:
+            spec = value[_SPEC_KEY]
+            module_class = spec["module_class"] and checkpoint_io.import_class(
+                spec["module_class"], RLModule)
+            value = RLModuleSpec(module_class=module_class, model_config=spec["model_config"])
+        values[name] = value
+    return algo_class.get_default_config().update_from_dict(values)

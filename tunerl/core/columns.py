@@ -1,0 +1,17 @@
+"""Column names of a SampleBatch, as RLlib spells them. One place, so no module types a literal."""
+
+OBS = "obs"
+ACTIONS = "actions"
+REWARDS = "rewards"
+TERMINATEDS = "terminateds"
+TRUNCATEDS = "truncateds"
+NEW_OBS = "new_obs"
+ACTION_LOGP = "action_logp"
+ACTION_DIST_INPUTS = "action_dist_inputs"
+VF_PREDS = "vf_preds"
+ADVANTAGES = "advantages"
+VALUE_TARGETS = "value_targets"
+EPS_ID = "eps_id"
+T = "t"
+
+DEFAULT_MODULE_ID = "default_policy"

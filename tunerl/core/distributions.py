@@ -1,0 +1,65 @@
+"""Action distributions over `action_dist_inputs`, in plain torch ops.
+
+Sampling takes an explicit `torch.Generator`, so each env runner draws from its own stream
+and a seeded run repeats exactly, whatever else in the process uses torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Categorical:
+    """Discrete actions; inputs are unnormalized logits."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = self.logits.exp()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def deterministic_sample(self) -> torch.Tensor:
+        return self.logits.argmax(dim=-1)
+
+    def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.logits.exp() * self.logits).sum(-1)
+
+    def kl(self, other: Categorical) -> torch.Tensor:
+        return (self.logits.exp() * (self.logits - other.logits)).sum(-1)
+
+
+class DiagGaussian:
+    """Continuous actions; inputs are the means followed by the log standard deviations
+    (RLlib's layout: `[mean_0 .. mean_k, log_std_0 .. log_std_k]`)."""
+
+    def __init__(self, inputs: torch.Tensor):
+        self.mean, self.log_std = inputs.chunk(2, dim=-1)
+        self.std = self.log_std.exp()
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def deterministic_sample(self) -> torch.Tensor:
+        return self.mean
+
+    def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        z = (actions - self.mean) / self.std
+        return (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (self.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+    def kl(self, other: DiagGaussian) -> torch.Tensor:
+        return (
+            other.log_std
+            - self.log_std
+            + (self.std.pow(2) + (self.mean - other.mean).pow(2)) / (2 * other.std.pow(2))
+            - 0.5
+        ).sum(-1)

@@ -1,0 +1,282 @@
+"""EnvRunner: steps a Gymnasium vector env with a copy of the module and returns SampleBatches.
+
+Gymnasium vector envs reset a finished sub-env on the *next* step ("next-step autoreset"):
+that step ignores the action and returns the new episode's first observation. The runner
+records no row for it, so every row of a batch is a real transition and `new_obs` of a
+terminated or truncated row is the true final observation (what truncation bootstrapping
+needs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from tunerl.core import columns
+from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.sample_batch import SampleBatch
+from tunerl.env.registry import EnvCreator, EnvError, make_vector_env
+
+logger = logging.getLogger(__name__)
+
+# Episode ids are unique across runners: the runner's index sits in the high bits.
+_EPS_ID_STRIDE = 1 << 40
+
+
+class EnvRunner:
+    """One vector env and one module copy. Runs in the algorithm's process or as a Ray actor
+    (`ray.remote(EnvRunner)`), with the same code."""
+
+    def __init__(
+        self,
+        config: Any,
+        module_spec: RLModuleSpec,
+        worker_index: int = 0,
+        seed: int | None = None,
+        env_creator: EnvCreator | None = None,
+    ):
+        torch.set_num_threads(1)
+        self.config = config
+        self.worker_index = worker_index
+        self.num_envs = config.num_envs_per_env_runner
+        self.env = make_vector_env(
+            config.env, config.env_config, self.num_envs, worker_index, env_creator
+        )
+        self.single_observation_space = self.env.single_observation_space
+        self.single_action_space = self.env.single_action_space
+        self.module = module_spec.build()
+        self.module.eval()
+        self.dist_cls = self.module.get_action_dist_cls()
+        self.generator = torch.Generator()
+        self._check_env = not config.disable_env_checking
+        self._action_low, self._action_high = None, None
+        if isinstance(self.single_action_space, gym.spaces.Box):
+            self._action_low = self.single_action_space.low.astype(np.float32)
+            self._action_high = self.single_action_space.high.astype(np.float32)
+        self._obs_dtype = (
+            np.float32
+            if isinstance(self.single_observation_space, gym.spaces.Box)
+            else np.int64
+        )
+        self._next_eps_id = worker_index * _EPS_ID_STRIDE
+        self._seed = seed
+        self._obs: np.ndarray | None = None
+        self._finished_returns: list[float] = []
+        self._finished_lengths: list[int] = []
+        self._num_env_steps = 0
+
+    # ------------------------------------------------------------------------ state
+    def reset(self, seed: int | None) -> None:
+        """Starts fresh episodes at the next `sample()`, seeding envs and action sampling."""
+        self._seed = seed
+        self._obs = None
+
+    def _start(self) -> None:
+        seed = self._seed
+        if seed is not None:
+            self.generator.manual_seed(seed)
+            obs, _ = self.env.reset(seed=seed)
+        else:
+            self.generator.seed()
+            obs, _ = self.env.reset()
+        self._seed = None
+        self._obs = np.asarray(obs, dtype=self._obs_dtype)
+        self._check_obs(self._obs)
+        self._eps_ids = np.arange(self._next_eps_id, self._next_eps_id + self.num_envs)
+        self._next_eps_id += self.num_envs
+        self._t = np.zeros(self.num_envs, dtype=np.int64)
+        self._returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+
+    def get_weights(self) -> dict[str, torch.Tensor]:
+        return self.module.get_state()
+
+    def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.module.set_state(weights)
+
+    def get_spaces(self) -> tuple[gym.Space, gym.Space]:
+        return self.single_observation_space, self.single_action_space
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Episodes finished and env steps taken since the last call."""
+        metrics = {
+            "episode_returns": self._finished_returns,
+            "episode_lengths": self._finished_lengths,
+            "num_env_steps": self._num_env_steps,
+        }
+        self._finished_returns, self._finished_lengths = [], []
+        self._num_env_steps = 0
+        return metrics
+
+    def ping(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        self.env.close()
+
+    # --------------------------------------------------------------------- sampling
+    def sample(
+        self,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool | None = None,
+    ) -> SampleBatch:
+        """Steps the envs until `num_timesteps` rows are collected (episodes carry over to the
+        next call), or until exactly `num_episodes` fresh episodes have finished."""
+        explore = self.config.explore if explore is None else explore
+        if num_episodes is not None:
+            return self._sample_episodes(num_episodes, explore)
+        if num_timesteps is None:
+            fragment = self.config.rollout_fragment_length
+            num_timesteps = (fragment if fragment != "auto" else 200) * self.num_envs
+        return self._sample_timesteps(num_timesteps, explore)
+
+    def _act(self, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        obs = torch.from_numpy(self._obs)
+        if explore:
+            out = self.module.forward_exploration({columns.OBS: obs})
+        else:
+            out = self.module.forward_inference({columns.OBS: obs})
+        dist_inputs = out[columns.ACTION_DIST_INPUTS]
+        dist = self.dist_cls(dist_inputs)
+        actions = dist.sample(self.generator) if explore else dist.deterministic_sample()
+        logp = dist.logp(actions)
+        vf = out.get(columns.VF_PREDS)
+        vf = vf.numpy() if vf is not None else np.zeros(self.num_envs, np.float32)
+        return actions.numpy(), logp.numpy(), dist_inputs.numpy(), vf
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        if self._action_low is None:
+            return actions
+        if self.config.normalize_actions:
+            actions = np.clip(actions, -1.0, 1.0)
+            return self._action_low + (actions + 1.0) * 0.5 * (self._action_high - self._action_low)
+        if self.config.clip_actions:
+            return np.clip(actions, self._action_low, self._action_high)
+        return actions
+
+    def _step(self, explore: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One vector step. Returns the step's columns (one row per sub-env) and the mask of
+        rows that are real transitions."""
+        actions, logp, dist_inputs, vf = self._act(explore)
+        next_obs, rewards, terminateds, truncateds, _ = self.env.step(self._env_actions(actions))
+        next_obs = np.asarray(next_obs, dtype=self._obs_dtype)
+        rewards = np.asarray(rewards, dtype=np.float32)
+        valid = ~self._needs_reset
+        if self._check_env:
+            self._check_obs(next_obs)
+            if not np.isfinite(rewards).all():
+                raise EnvError(
+                    f"Env {self.config.env!r} returned a non-finite reward {rewards.tolist()}."
+                )
+        row = {
+            columns.OBS: self._obs,
+            columns.ACTIONS: actions,
+            columns.REWARDS: rewards,
+            columns.TERMINATEDS: np.asarray(terminateds, dtype=bool),
+            columns.TRUNCATEDS: np.asarray(truncateds, dtype=bool),
+            columns.NEW_OBS: next_obs,
+            columns.ACTION_LOGP: logp,
+            columns.ACTION_DIST_INPUTS: dist_inputs,
+            columns.VF_PREDS: vf,
+            columns.EPS_ID: self._eps_ids.copy(),
+            columns.T: self._t.copy(),
+        }
+        self._returns += np.where(valid, rewards, 0.0)
+        self._t += valid
+        done = valid & (row[columns.TERMINATEDS] | row[columns.TRUNCATEDS])
+        # Sub-envs that were reset in this step begin a new episode now.
+        restarted = ~valid
+        if restarted.any():
+            count = int(restarted.sum())
+            self._eps_ids[restarted] = np.arange(self._next_eps_id, self._next_eps_id + count)
+            self._next_eps_id += count
+            self._t[restarted] = 0
+            self._returns[restarted] = 0.0
+        self._needs_reset = done
+        self._obs = next_obs
+        self._num_env_steps += int(valid.sum())
+        return row, valid
+
+    def _finish_episodes(self, done: np.ndarray) -> None:
+        for i in np.flatnonzero(done):
+            self._finished_returns.append(float(self._returns[i]))
+            self._finished_lengths.append(int(self._t[i]))
+
+    def _sample_timesteps(self, num_timesteps: int, explore: bool) -> SampleBatch:
+        if self._obs is None:
+            self._start()
+        rows, masks, collected = [], [], 0
+        while collected < num_timesteps:
+            row, valid = self._step(explore)
+            self._finish_episodes(self._needs_reset)
+            rows.append(row)
+            masks.append(valid)
+            collected += int(valid.sum())
+        return _stack_env_major(rows, masks)
+
+    def _sample_episodes(self, num_episodes: int, explore: bool) -> SampleBatch:
+        """Exactly `num_episodes` fresh episodes: each sub-env keeps starting episodes until
+        enough were started, so short episodes are not favoured."""
+        self._start()
+        started = min(num_episodes, self.num_envs)
+        active = np.arange(self.num_envs) < started
+        rows, masks = [], []
+        while active.any():
+            row, valid = self._step(explore)
+            keep = valid & active
+            rows.append(row)
+            masks.append(keep)
+            done = self._needs_reset & active
+            self._finish_episodes(done)
+            for i in np.flatnonzero(done):
+                if started < num_episodes:
+                    started += 1
+                else:
+                    active[i] = False
+        # The envs are mid-episode or reset: the next timesteps sample starts fresh.
+        self._obs = None
+        return _stack_env_major(rows, masks)
+
+    def _check_obs(self, obs: np.ndarray) -> None:
+        if not self._check_env:
+            return
+        space = self.single_observation_space
+        if isinstance(space, gym.spaces.Box):
+            if not np.isfinite(obs).all():
+                raise EnvError(
+                    f"Env {self.config.env!r} returned a non-finite observation: {obs.tolist()}."
+                )
+            low, high = space.low, space.high
+            outside = (obs < low) | (obs > high)
+            if outside.any():
+                env_index, *position = np.argwhere(outside)[0]
+                where = tuple(int(p) for p in position)
+                raise EnvError(
+                    f"Env {self.config.env!r} returned an observation outside its "
+                    f"observation_space: element {where} = {obs[env_index][where]:.6g}, allowed "
+                    f"[{low[where]:.6g}, {high[where]:.6g}]. Fix the env or its space, or set "
+                    ".environment(disable_env_checking=True)."
+                )
+        elif isinstance(space, gym.spaces.Discrete):
+            if ((obs < space.start) | (obs >= space.start + space.n)).any():
+                raise EnvError(
+                    f"Env {self.config.env!r} returned observations {obs.tolist()} outside "
+                    f"{space}."
+                )
+
+
+def _stack_env_major(rows: list[dict[str, np.ndarray]], masks: list[np.ndarray]) -> SampleBatch:
+    """[time][env] rows -> one batch, each sub-env's steps contiguous and in time order."""
+    if not rows:
+        return SampleBatch()
+    mask = np.stack(masks, axis=1).reshape(-1)  # (env, time) order
+    batch = {}
+    for key in rows[0]:
+        stacked = np.stack([row[key] for row in rows], axis=1)  # (env, time, ...)
+        batch[key] = stacked.reshape(-1, *stacked.shape[2:])[mask]
+    return SampleBatch(batch)

@@ -1,0 +1,92 @@
+"""Result keys (Tune flattens the nesting with `/`) and the episode statistics behind them.
+
+Every key a tunerl result holds is a constant here, so a stopper, a scheduler or a plot
+names it once: ``stop={metrics.EPISODE_RETURN_MEAN_KEY: 450}``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+# Top-level sections of a result.
+ENV_RUNNER_RESULTS = "env_runners"
+EVALUATION_RESULTS = "evaluation"
+LEARNER_RESULTS = "learners"
+TIMERS = "timers"
+
+# Inside `env_runners` (and `evaluation/env_runners`).
+EPISODE_RETURN_MEAN = "episode_return_mean"
+EPISODE_RETURN_MAX = "episode_return_max"
+EPISODE_RETURN_MIN = "episode_return_min"
+EPISODE_LEN_MEAN = "episode_len_mean"
+NUM_EPISODES = "num_episodes"
+NUM_ENV_STEPS_SAMPLED = "num_env_steps_sampled"
+
+# Top level counters.
+NUM_ENV_STEPS_SAMPLED_LIFETIME = "num_env_steps_sampled_lifetime"
+NUM_ENV_STEPS_TRAINED_LIFETIME = "num_env_steps_trained_lifetime"
+NUM_EPISODES_LIFETIME = "num_episodes_lifetime"
+ENV_STEPS_PER_S = "env_steps_per_s"
+
+# Inside `learners/<module_id>`.
+POLICY_LOSS = "policy_loss"
+VF_LOSS = "vf_loss"
+ENTROPY = "entropy"
+MEAN_KL_LOSS = "mean_kl_loss"
+CURR_KL_COEFF = "curr_kl_coeff"
+VF_EXPLAINED_VAR = "vf_explained_var"
+GRAD_NORM = "grad_norm"
+CURR_LR = "curr_lr"
+
+# Inside `timers`, in seconds.
+SAMPLE_TIMER = "sample"
+LEARN_TIMER = "learn"
+SYNC_TIMER = "sync"
+EVALUATION_TIMER = "evaluation"
+
+# The flattened keys users pass to stoppers, schedulers and checkpoint ranking.
+EPISODE_RETURN_MEAN_KEY = f"{ENV_RUNNER_RESULTS}/{EPISODE_RETURN_MEAN}"
+EVALUATION_RETURN_MEAN_KEY = f"{EVALUATION_RESULTS}/{ENV_RUNNER_RESULTS}/{EPISODE_RETURN_MEAN}"
+
+
+class EpisodeStats:
+    """Returns and lengths of the last `window` finished episodes, and episodes counted since
+    the last `reduce()`. RLlib smooths `episode_return_mean` over the last 100 episodes by
+    default (`metrics_num_episodes_for_smoothing`); so does this."""
+
+    def __init__(self, window: int = 100):
+        self.returns: deque[float] = deque(maxlen=window)
+        self.lengths: deque[int] = deque(maxlen=window)
+        self.num_new_episodes = 0
+
+    def add(self, episode_return: float, episode_len: int) -> None:
+        self.returns.append(float(episode_return))
+        self.lengths.append(int(episode_len))
+        self.num_new_episodes += 1
+
+    def extend(self, returns: list[float], lengths: list[int]) -> None:
+        for episode_return, episode_len in zip(returns, lengths):
+            self.add(episode_return, episode_len)
+
+    def reduce(self) -> dict[str, float]:
+        """The smoothed statistics; resets the count of new episodes. NaN before any episode
+        ends, as in RLlib, so a stopper never fires on a run that has not finished one."""
+        if self.returns:
+            returns = np.asarray(self.returns)
+            stats = {
+                EPISODE_RETURN_MEAN: float(returns.mean()),
+                EPISODE_RETURN_MAX: float(returns.max()),
+                EPISODE_RETURN_MIN: float(returns.min()),
+                EPISODE_LEN_MEAN: float(np.mean(self.lengths)),
+            }
+        else:
+            nan = float("nan")
+            stats = dict.fromkeys(
+                (EPISODE_RETURN_MEAN, EPISODE_RETURN_MAX, EPISODE_RETURN_MIN, EPISODE_LEN_MEAN),
+                nan,
+            )
+        stats[NUM_EPISODES] = self.num_new_episodes
+        self.num_new_episodes = 0
+        return stats

@@ -1,0 +1,329 @@
+"""RLModule: the torch network that acts in the env runners and is trained by the learner.
+
+A custom module subclasses `RLModule`, builds its layers in `setup()` and maps a batch to
+`{"action_dist_inputs": ..., "vf_preds": ...}` in `_forward()`; that is all:
+
+    class MyModule(RLModule):
+        def setup(self):
+            self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3))
+
+        def _forward(self, batch):
+            out = self.net(batch["obs"])
+            return {"action_dist_inputs": out[:, :2], "vf_preds": out[:, 2]}
+
+Observations are normalized before `_forward` when the algorithm runs an observation filter;
+its running statistics are buffers of the module, so they travel with every weight sync and
+every checkpoint, and a deployed module normalizes exactly as it did in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from tunerl.core import checkpoint_io, columns
+from tunerl.core.distributions import Categorical, DiagGaussian
+
+MODULE_STATE_FILE = "module_state.pt"
+MODULE_SPEC_FILE = "module_spec.json"
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "swish": nn.SiLU}
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "fcnet_hiddens": [64, 64],
+    "fcnet_activation": "tanh",
+    "vf_share_layers": False,
+    "free_log_std": False,
+}
+
+
+class UnsupportedSpaceError(ValueError):
+    """The default module cannot build a network for this observation or action space."""
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of observations (Chan et al.'s parallel update), as buffers.
+    `update()` merges the moments of a new chunk; `forward()` normalizes and clips."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+
+    def update(self, count: float, mean: np.ndarray, var: np.ndarray) -> None:
+        if count == 0:
+            return
+        mean, var = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(var, torch.float64)
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        m2 = self.var * self.count + var * count + delta.pow(2) * self.count * count / total
+        self.var.copy_(m2 / total)
+        self.count.fill_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.count == 0:
+            return obs
+        normalized = (obs - self.mean.to(obs.dtype)) / (self.var.to(obs.dtype) + 1e-8).sqrt()
+        return normalized.clamp(-self.clip, self.clip)
+
+
+def observation_moments(obs: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, mean, variance) of a chunk of observations, for `RunningMeanStd.update`."""
+    obs = np.asarray(obs, dtype=np.float64)
+    return len(obs), obs.mean(axis=0), obs.var(axis=0)
+
+
+class RLModule(nn.Module):
+    """Base class of every module. Subclasses define `setup()` and `_forward()`; override
+    `_forward_inference`, `_forward_exploration` or `_forward_train` only where they differ."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: dict | None = None,
+        observation_filter: str = "NoFilter",
+    ):
+        super().__init__()
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.model_config = {**DEFAULT_MODEL_CONFIG, **(model_config or {})}
+        self.observation_filter = observation_filter
+        self.obs_normalizer: RunningMeanStd | None = None
+        if observation_filter == "MeanStdFilter":
+            if not isinstance(observation_space, gym.spaces.Box):
+                raise UnsupportedSpaceError(
+                    "observation_filter='MeanStdFilter' needs a Box observation space; got "
+                    f"{observation_space}. Use observation_filter='NoFilter'."
+                )
+            self.obs_normalizer = RunningMeanStd(observation_space.shape)
+        self.setup()
+
+    def setup(self) -> None:
+        """Builds the layers."""
+        raise NotImplementedError(f"{type(self).__name__} must define setup().")
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Maps `{"obs": tensor}` to `{"action_dist_inputs": ..., "vf_preds": ...}`."""
+        raise NotImplementedError(f"{type(self).__name__} must define _forward().")
+
+    def _forward_inference(self, batch):
+        return self._forward(batch)
+
+    def _forward_exploration(self, batch):
+        return self._forward(batch)
+
+    def _forward_train(self, batch):
+        return self._forward(batch)
+
+    def _preprocess(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.obs_normalizer is None:
+            return batch
+        return {**batch, columns.OBS: self.obs_normalizer(batch[columns.OBS])}
+
+    def forward_inference(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Greedy acting (deployment, evaluation with `explore=False`)."""
+        with torch.no_grad():
+            return self._forward_inference(self._preprocess(batch))
+
+    def forward_exploration(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Acting while collecting training data."""
+        with torch.no_grad():
+            return self._forward_exploration(self._preprocess(batch))
+
+    def forward_train(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The learner's pass, with gradients."""
+        return self._forward_train(self._preprocess(batch))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.forward_train(batch)
+
+    def compute_values(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """V(obs) for every row, without gradients."""
+        with torch.no_grad():
+            return self._forward_train(self._preprocess(batch))[columns.VF_PREDS]
+
+    def get_action_dist_cls(self) -> type[Categorical] | type[DiagGaussian]:
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return Categorical
+        if isinstance(self.action_space, gym.spaces.Box):
+            return DiagGaussian
+        raise UnsupportedSpaceError(
+            f"No action distribution for {self.action_space}; tunerl handles Discrete and Box "
+            "action spaces."
+        )
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().cpu().clone() for name, value in self.state_dict().items()}
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state)
+
+    def spec(self) -> RLModuleSpec:
+        return RLModuleSpec(
+            module_class=type(self),
+            observation_space=self.observation_space,
+            action_space=self.action_space,
+            model_config=self.model_config,
+            observation_filter=self.observation_filter,
+        )
+
+    def save_to_path(self, path: str | os.PathLike) -> str:
+        """Writes the module (weights, filter statistics and how to rebuild it) to `path`."""
+        with checkpoint_io.atomic_directory(path) as directory:
+            self.write_to(directory)
+        return str(Path(path).absolute())
+
+    def write_to(self, directory: Path) -> None:
+        """Writes into an existing directory (the algorithm's checkpoint uses this)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        checkpoint_io.write_json(directory / MODULE_SPEC_FILE, self.spec().to_json())
+        checkpoint_io.save_tensors(directory / MODULE_STATE_FILE, self.get_state())
+        checkpoint_io.write_manifest(directory)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> RLModule:
+        """Loads a module written by `save_to_path`, or the module folder of an algorithm
+        checkpoint (`learner_group/learner/rl_module/<module_id>`), without the algorithm."""
+        directory = Path(path)
+        checkpoint_io.verify_manifest(directory)
+        spec = RLModuleSpec.from_json(checkpoint_io.read_json(directory / MODULE_SPEC_FILE))
+        module = spec.build()
+        module.set_state(checkpoint_io.load_tensors(directory / MODULE_STATE_FILE))
+        module.eval()
+        return module
+
+
+@dataclasses.dataclass
+class RLModuleSpec:
+    """How to build a module: its class, spaces and `model_config`. Spaces left as None are
+    filled from the environment."""
+
+    module_class: type[RLModule] | None = None
+    observation_space: gym.Space | None = None
+    action_space: gym.Space | None = None
+    model_config: dict | None = None
+    observation_filter: str = "NoFilter"
+
+    def build(self) -> RLModule:
+        module_class = self.module_class or DefaultRLModule
+        return module_class(
+            self.observation_space,
+            self.action_space,
+            model_config=self.model_config,
+            observation_filter=self.observation_filter,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "module_class": checkpoint_io.class_path(self.module_class or DefaultRLModule),
+            "observation_space": checkpoint_io.space_to_json(self.observation_space),
+            "action_space": checkpoint_io.space_to_json(self.action_space),
+            "model_config": self.model_config,
+            "observation_filter": self.observation_filter,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RLModuleSpec:
+        return cls(
+            module_class=checkpoint_io.import_class(data["module_class"], RLModule),
+            observation_space=checkpoint_io.space_from_json(data["observation_space"]),
+            action_space=checkpoint_io.space_from_json(data["action_space"]),
+            model_config=data["model_config"],
+            observation_filter=data["observation_filter"],
+        )
+
+
+def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        linear = nn.Linear(fan_in, fan_out)
+        nn.init.orthogonal_(linear.weight, gain=np.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, activation()]
+    return layers
+
+
+def _head(fan_in: int, fan_out: int, gain: float) -> nn.Linear:
+    # Small policy-head weights keep the first policy close to uniform (Andrychowicz et al.
+    # 2021, "What Matters in On-Policy RL", decision C57).
+    linear = nn.Linear(fan_in, fan_out)
+    nn.init.orthogonal_(linear.weight, gain=gain)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class DefaultRLModule(RLModule):
+    """MLP policy and value networks from `model_config`: `fcnet_hiddens`,
+    `fcnet_activation`, `vf_share_layers`, `free_log_std` (Box actions: a log-std per action
+    dimension that does not depend on the observation)."""
+
+    def setup(self) -> None:
+        obs_space, action_space = self.observation_space, self.action_space
+        if isinstance(obs_space, gym.spaces.Box):
+            obs_dim = int(np.prod(obs_space.shape))
+        elif isinstance(obs_space, gym.spaces.Discrete):
+            obs_dim = int(obs_space.n)
+        else:
+            raise UnsupportedSpaceError(
+                f"The default RLModule handles Box and Discrete observations, not {obs_space}. "
+                "Wrap the env (e.g. gymnasium.wrappers.FlattenObservation) or pass your own "
+                "module: .rl_module(rl_module_spec=RLModuleSpec(module_class=MyModule))."
+            )
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.num_outputs = int(action_space.n)
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            self.num_outputs = 2 * action_space.shape[0]
+        else:
+            raise UnsupportedSpaceError(
+                f"The default RLModule handles Discrete and 1-D Box actions, not {action_space}. "
+                "Pass your own module: .rl_module(rl_module_spec=RLModuleSpec(module_class=...))."
+            )
+        self.obs_dim = obs_dim
+        config = self.model_config
+        activation_name = config["fcnet_activation"]
+        if activation_name not in ACTIVATIONS:
+            raise ValueError(
+                f"model_config['fcnet_activation'] = {activation_name!r} is not one of "
+                f"{sorted(ACTIVATIONS)}."
+            )
+        activation = ACTIVATIONS[activation_name]
+        hiddens = list(config["fcnet_hiddens"])
+        sizes = [obs_dim, *hiddens]
+        last = sizes[-1]
+        self.free_log_std = bool(config["free_log_std"]) and isinstance(action_space, gym.spaces.Box)
+        pi_outputs = self.num_outputs // 2 if self.free_log_std else self.num_outputs
+        self.pi_encoder = nn.Sequential(*_mlp(sizes, activation))
+        self.pi_head = _head(last, pi_outputs, gain=0.01)
+        if self.free_log_std:
+            self.log_std = nn.Parameter(torch.zeros(pi_outputs))
+        self.vf_share_layers = bool(config["vf_share_layers"])
+        self.vf_encoder = None if self.vf_share_layers else nn.Sequential(*_mlp(sizes, activation))
+        self.vf_head = _head(last, 1, gain=1.0)
+
+    def _flat_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.observation_space, gym.spaces.Discrete):
+            index = obs.long().reshape(-1) - self.observation_space.start
+            return nn.functional.one_hot(index, self.obs_dim).float()
+        return obs.reshape(obs.shape[0], -1).float()
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        obs = self._flat_obs(batch[columns.OBS])
+        features = self.pi_encoder(obs)
+        dist_inputs = self.pi_head(features)
+        if self.free_log_std:
+            dist_inputs = torch.cat([dist_inputs, self.log_std.expand_as(dist_inputs)], dim=-1)
+        vf_features = features if self.vf_encoder is None else self.vf_encoder(obs)
+        return {
+            columns.ACTION_DIST_INPUTS: dist_inputs,
+            columns.VF_PREDS: self.vf_head(vf_features).squeeze(-1),
+        }
