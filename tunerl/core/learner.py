@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tunerl.core import metrics as m
+from tunerl.core.optim import Adam
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 
@@ -54,9 +55,9 @@ class Learner:
         self.optimizer = self.build_optimizer()
         self.rng = np.random.default_rng(seed)
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self) -> Adam | torch.optim.Optimizer:
         lr = scheduled_value(self.config.lr, 0)
-        return torch.optim.Adam(self.module.parameters(), lr=lr)
+        return Adam(self.module.parameters(), lr=lr)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """The loss to minimize on one minibatch, and statistics to report (floats or 0-d

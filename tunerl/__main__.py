@@ -1,0 +1,5 @@
+import sys
+
+from tunerl.cli import main
+
+sys.exit(main())
