@@ -1,8 +1,8 @@
 """tunerl: reinforcement-learning algorithms as Ray Tune Trainables.
 
-    from tunerl.algorithms.ppo import PPOConfig
-    algo = PPOConfig().environment("CartPole-v1").build_algo()
-    result = algo.train()
+from tunerl.algorithms.ppo import PPOConfig
+algo = PPOConfig().environment("CartPole-v1").build_algo()
+result = algo.train()
 """
 
 __version__ = "0.1.0"

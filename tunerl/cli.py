@@ -1,6 +1,6 @@
 """The `tunerl` command line: `tunerl train` runs one algorithm in this process.
 
-    tunerl train --algo PPO --env CartPole-v1 --stop env_runners/episode_return_mean=450
+tunerl train --algo PPO --env CartPole-v1 --stop env_runners/episode_return_mean=450
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def _parse_stop(items: list[str]) -> dict[str, float]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise CLIError(f"--stop {item!r}: expected KEY=VALUE, e.g. "
-                           "env_runners/episode_return_mean=450.")
+            raise CLIError(
+                f"--stop {item!r}: expected KEY=VALUE, e.g. env_runners/episode_return_mean=450."
+            )
         try:
             stop[key] = float(value)
         except ValueError:
@@ -101,12 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--algo", default="PPO", help="algorithm name (default PPO)")
     train.add_argument("--env", required=True, help="Gymnasium id or registered env name")
     train.add_argument("--config", help="config fields as JSON, or a YAML/JSON file")
-    train.add_argument("--stop", action="append", default=[], metavar="KEY=VALUE",
-                       help="stop when a result key reaches VALUE (repeatable); default "
-                            "num_env_steps_sampled_lifetime=100000")
+    train.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stop when a result key reaches VALUE (repeatable); default "
+        "num_env_steps_sampled_lifetime=100000",
+    )
     train.add_argument("--seed", type=int, help="seed of every random stream")
-    train.add_argument("--checkpoint-dir", help="where the final checkpoint goes "
-                                                "(default results/<algo>_<env>)")
+    train.add_argument(
+        "--checkpoint-dir", help="where the final checkpoint goes (default results/<algo>_<env>)"
+    )
     train.set_defaults(func=cmd_train)
     return parser
 

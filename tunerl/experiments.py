@@ -67,9 +67,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         if key not in data:
             raise ConfigError(f"{path}: missing key {key!r}.")
     if data["algo"] not in ALGORITHMS:
-        raise ConfigError(
-            f"{path}: algo {data['algo']!r} is not one of {sorted(ALGORITHMS)}."
-        )
+        raise ConfigError(f"{path}: algo {data['algo']!r} is not one of {sorted(ALGORITHMS)}.")
     target = data["target"]
     if not isinstance(target, dict) or {"metric", "min"} - set(target):
         raise ConfigError(f"{path}: target needs 'metric' and 'min', got {target!r}.")

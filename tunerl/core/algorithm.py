@@ -42,10 +42,21 @@ MODULE_DIR = LEARNER_DIR / "rl_module"
 
 # Fields whose change needs new env runners (all else is picked up by the learner at once).
 _RUNNER_FIELDS = (
-    "env", "env_config", "normalize_actions", "clip_actions", "disable_env_checking",
-    "num_env_runners", "num_envs_per_env_runner", "num_cpus_per_env_runner",
-    "num_gpus_per_env_runner", "observation_filter", "model_config", "rl_module_spec",
-    "evaluation_interval", "evaluation_num_env_runners", "evaluation_config",
+    "env",
+    "env_config",
+    "normalize_actions",
+    "clip_actions",
+    "disable_env_checking",
+    "num_env_runners",
+    "num_envs_per_env_runner",
+    "num_cpus_per_env_runner",
+    "num_gpus_per_env_runner",
+    "observation_filter",
+    "model_config",
+    "rl_module_spec",
+    "evaluation_interval",
+    "evaluation_num_env_runners",
+    "evaluation_config",
 )
 
 
@@ -105,8 +116,11 @@ class Algorithm(tune.Trainable):
     def _build(self) -> None:
         """Seeds, module, learner, runners and counters, from `self.config`."""
         config = self.config
-        seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy
-                                                               % (2**31))
+        seed = (
+            config.seed
+            if config.seed is not None
+            else int(np.random.SeedSequence().entropy % (2**31))
+        )
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
@@ -118,8 +132,11 @@ class Algorithm(tune.Trainable):
         if config.evaluation_interval:
             eval_config = config.with_overrides(config.evaluation_config)
             self.eval_env_runner_group = EnvRunnerGroup(
-                eval_config, self.module_spec, config.evaluation_num_env_runners,
-                self._runner_seed, self._env_creator,
+                eval_config,
+                self.module_spec,
+                config.evaluation_num_env_runners,
+                self._runner_seed,
+                self._env_creator,
             )
         self._reset_counters()
         self._sync_weights()
@@ -159,8 +176,10 @@ class Algorithm(tune.Trainable):
 
     def cleanup(self) -> None:
         """Stops every actor this algorithm started."""
-        for group in (getattr(self, "env_runner_group", None),
-                      getattr(self, "eval_env_runner_group", None)):
+        for group in (
+            getattr(self, "env_runner_group", None),
+            getattr(self, "eval_env_runner_group", None),
+        ):
             if group is not None:
                 group.stop()
 
@@ -213,8 +232,10 @@ class Algorithm(tune.Trainable):
             learner_results = self.training_step()
             sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
             elapsed = time.perf_counter() - start
-            if (elapsed >= (self.config.min_time_s_per_iteration or 0)
-                    and sampled >= self.config.min_sample_timesteps_per_iteration):
+            if (
+                elapsed >= (self.config.min_time_s_per_iteration or 0)
+                and sampled >= self.config.min_sample_timesteps_per_iteration
+            ):
                 break
         if self._evaluation_due():
             self._last_evaluation = self.evaluate()
@@ -245,8 +266,9 @@ class Algorithm(tune.Trainable):
         with self._timer(m.SAMPLE_TIMER):
             batch = self.env_runner_group.sample(num_timesteps=num_timesteps)
         runner_metrics = self.env_runner_group.pop_metrics()
-        self._episode_stats.extend(runner_metrics["episode_returns"],
-                                   runner_metrics["episode_lengths"])
+        self._episode_stats.extend(
+            runner_metrics["episode_returns"], runner_metrics["episode_lengths"]
+        )
         self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
         self._counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
         self.callbacks.on_sample_end(algorithm=self, samples=batch)
@@ -266,8 +288,11 @@ class Algorithm(tune.Trainable):
         if group is None:
             eval_config = self.config.with_overrides(self.config.evaluation_config)
             group = self.eval_env_runner_group = EnvRunnerGroup(
-                eval_config, self.module_spec, self.config.evaluation_num_env_runners,
-                self._runner_seed, self._env_creator,
+                eval_config,
+                self.module_spec,
+                self.config.evaluation_num_env_runners,
+                self._runner_seed,
+                self._env_creator,
             )
             group.sync_weights(self.learner.module.get_state())
         with self._timer(m.EVALUATION_TIMER):
@@ -300,17 +325,20 @@ class Algorithm(tune.Trainable):
         )
         checkpoint_io.write_json(directory / LEARNER_DIR / LEARNER_JSON_FILE, learner_state["json"])
         checkpoint_io.save_tensors(directory / RNG_FILE, {"torch": torch.get_rng_state()})
-        checkpoint_io.write_json(directory / STATE_FILE, {
-            "algo_class": checkpoint_io.class_path(type(self)),
-            "tunerl_version": tunerl.__version__,
-            "config": config_to_json(self.config),
-            "counters": self._counters,
-            "iteration": self._iteration,
-            "rng": self._rng.bit_generator.state,
-            "episode_returns": list(self._episode_stats.returns),
-            "episode_lengths": list(self._episode_stats.lengths),
-            "last_evaluation": self._last_evaluation,
-        })
+        checkpoint_io.write_json(
+            directory / STATE_FILE,
+            {
+                "algo_class": checkpoint_io.class_path(type(self)),
+                "tunerl_version": tunerl.__version__,
+                "config": config_to_json(self.config),
+                "counters": self._counters,
+                "iteration": self._iteration,
+                "rng": self._rng.bit_generator.state,
+                "episode_returns": list(self._episode_stats.returns),
+                "episode_lengths": list(self._episode_stats.lengths),
+                "last_evaluation": self._last_evaluation,
+            },
+        )
         checkpoint_io.write_manifest(directory)
         return checkpoint_dir
 
@@ -325,11 +353,13 @@ class Algorithm(tune.Trainable):
         module_dir = directory / MODULE_DIR / DEFAULT_MODULE_ID
         module_state = checkpoint_io.load_tensors(module_dir / "module_state.pt")
         learner_tensors = checkpoint_io.load_tensors(directory / LEARNER_DIR / LEARNER_TENSORS_FILE)
-        self.learner.set_state({
-            "module": module_state,
-            "optimizer": learner_tensors["optimizer"],
-            "json": checkpoint_io.read_json(directory / LEARNER_DIR / LEARNER_JSON_FILE),
-        })
+        self.learner.set_state(
+            {
+                "module": module_state,
+                "optimizer": learner_tensors["optimizer"],
+                "json": checkpoint_io.read_json(directory / LEARNER_DIR / LEARNER_JSON_FILE),
+            }
+        )
         torch.set_rng_state(checkpoint_io.load_tensors(directory / RNG_FILE)["torch"])
         self._counters = {key: int(value) for key, value in state["counters"].items()}
         self._iteration = int(state["iteration"])
@@ -388,10 +418,13 @@ def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
         if isinstance(value, type):
             value = {_CLASS_KEY: checkpoint_io.class_path(value)}
         elif isinstance(value, RLModuleSpec):
-            value = {_SPEC_KEY: {
-                "module_class": value.module_class and checkpoint_io.class_path(value.module_class),
-                "model_config": value.model_config,
-            }}
+            value = {
+                _SPEC_KEY: {
+                    "module_class": value.module_class
+                    and checkpoint_io.class_path(value.module_class),
+                    "model_config": value.model_config,
+                }
+            }
         elif callable(value):
             raise ConfigError(
                 f"Config field {name} holds {value!r}, which a checkpoint cannot name: register "
@@ -410,7 +443,8 @@ def config_from_json(algo_class: type[Algorithm], data: dict[str, Any]) -> Algor
         elif isinstance(value, dict) and _SPEC_KEY in value:
             spec = value[_SPEC_KEY]
             module_class = spec["module_class"] and checkpoint_io.import_class(
-                spec["module_class"], RLModule)
+                spec["module_class"], RLModule
+            )
             value = RLModuleSpec(module_class=module_class, model_config=spec["model_config"])
         values[name] = value
     return algo_class.get_default_config().update_from_dict(values)

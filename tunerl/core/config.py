@@ -85,8 +85,14 @@ class Field:
         return None
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "True/False", str: "a string",
-               dict: "a dict", list: "a list"}
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "True/False",
+    str: "a string",
+    dict: "a dict",
+    list: "a list",
+}
 NUMBER = (float, int)
 
 
@@ -129,8 +135,17 @@ def _check_class_or_none(value: Any) -> str | None:
 
 
 _SECTIONS = (
-    "environment", "env_runners", "training", "evaluation", "rl_module", "resources",
-    "learners", "debugging", "fault_tolerance", "callbacks", "reporting",
+    "environment",
+    "env_runners",
+    "training",
+    "evaluation",
+    "rl_module",
+    "resources",
+    "learners",
+    "debugging",
+    "fault_tolerance",
+    "callbacks",
+    "reporting",
 )
 
 # Old names that RLlib scripts still use, mapped to today's field names.
@@ -166,96 +181,227 @@ class AlgorithmConfig(_Config):
 
     FIELDS: dict[str, Field] = {
         # environment
-        "env": _f("environment", None, "A Gymnasium id, a name given to tunerl.register_env(), "
-                  "or a gymnasium.Env subclass (built with env_config).", check=lambda v: None),
-        "env_config": _f("environment", {}, "Keyword arguments of the env (Gymnasium ids) or "
-                         "the dict its creator receives.", dict),
-        "normalize_actions": _f("environment", True, "Box actions: the policy acts in [-1, 1] "
-                                "and actions are scaled to the env's bounds.", bool),
-        "clip_actions": _f("environment", True, "Box actions: clip to the env's bounds before "
-                           "stepping (the unclipped action is what the policy is trained on).",
-                           bool),
-        "disable_env_checking": _f("environment", False, "Skip the per-step checks for NaN "
-                                   "and observations outside the observation space.", bool),
+        "env": _f(
+            "environment",
+            None,
+            "A Gymnasium id, a name given to tunerl.register_env(), "
+            "or a gymnasium.Env subclass (built with env_config).",
+            check=lambda v: None,
+        ),
+        "env_config": _f(
+            "environment",
+            {},
+            "Keyword arguments of the env (Gymnasium ids) or the dict its creator receives.",
+            dict,
+        ),
+        "normalize_actions": _f(
+            "environment",
+            True,
+            "Box actions: the policy acts in [-1, 1] and actions are scaled to the env's bounds.",
+            bool,
+        ),
+        "clip_actions": _f(
+            "environment",
+            True,
+            "Box actions: clip to the env's bounds before "
+            "stepping (the unclipped action is what the policy is trained on).",
+            bool,
+        ),
+        "disable_env_checking": _f(
+            "environment",
+            False,
+            "Skip the per-step checks for NaN and observations outside the observation space.",
+            bool,
+        ),
         # env_runners
-        "num_env_runners": _f("env_runners", 0, "Remote env-runner actors; 0 samples in the "
-                              "algorithm's own process, without starting Ray.", int, low=0),
-        "num_envs_per_env_runner": _f("env_runners", 1, "Sub-environments each runner steps "
-                                      "as one vector env.", int, low=1),
-        "rollout_fragment_length": _f("env_runners", "auto", "Steps per sub-env in one "
-                                      "sample() call; 'auto' splits the train batch evenly.",
-                                      check=_check_fragment),
-        "num_cpus_per_env_runner": _f("env_runners", 1, "CPUs reserved per runner actor.",
-                                      *NUMBER, low=0),
-        "num_gpus_per_env_runner": _f("env_runners", 0, "GPUs reserved per runner actor.",
-                                      *NUMBER, low=0),
-        "explore": _f("env_runners", True, "Sample actions from the policy's distribution "
-                      "(False: take its most likely action).", bool),
-        "observation_filter": _f("env_runners", "NoFilter", "'MeanStdFilter' normalizes "
-                                 "observations by running statistics stored in the module.",
-                                 choices=("NoFilter", "MeanStdFilter")),
-        "sample_timeout_s": _f("env_runners", 60.0, "Seconds to wait for a remote runner's "
-                               "sample before skipping it.", *NUMBER, low=0, low_exclusive=True),
+        "num_env_runners": _f(
+            "env_runners",
+            0,
+            "Remote env-runner actors; 0 samples in the "
+            "algorithm's own process, without starting Ray.",
+            int,
+            low=0,
+        ),
+        "num_envs_per_env_runner": _f(
+            "env_runners", 1, "Sub-environments each runner steps as one vector env.", int, low=1
+        ),
+        "rollout_fragment_length": _f(
+            "env_runners",
+            "auto",
+            "Steps per sub-env in one sample() call; 'auto' splits the train batch evenly.",
+            check=_check_fragment,
+        ),
+        "num_cpus_per_env_runner": _f(
+            "env_runners", 1, "CPUs reserved per runner actor.", *NUMBER, low=0
+        ),
+        "num_gpus_per_env_runner": _f(
+            "env_runners", 0, "GPUs reserved per runner actor.", *NUMBER, low=0
+        ),
+        "explore": _f(
+            "env_runners",
+            True,
+            "Sample actions from the policy's distribution (False: take its most likely action).",
+            bool,
+        ),
+        "observation_filter": _f(
+            "env_runners",
+            "NoFilter",
+            "'MeanStdFilter' normalizes observations by running statistics stored in the module.",
+            choices=("NoFilter", "MeanStdFilter"),
+        ),
+        "sample_timeout_s": _f(
+            "env_runners",
+            60.0,
+            "Seconds to wait for a remote runner's sample before skipping it.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
         # training
         "gamma": _f("training", 0.99, "Discount factor.", *NUMBER, low=0, high=1),
-        "lr": _f("training", 5e-5, "Learning rate: a number, or [[timestep, lr], ...] "
-                 "interpolated linearly over sampled env steps.", check=_check_schedule),
-        "train_batch_size_per_learner": _f("training", 4000, "Env steps sampled per "
-                                           "training iteration.", int, low=1),
+        "lr": _f(
+            "training",
+            5e-5,
+            "Learning rate: a number, or [[timestep, lr], ...] "
+            "interpolated linearly over sampled env steps.",
+            check=_check_schedule,
+        ),
+        "train_batch_size_per_learner": _f(
+            "training", 4000, "Env steps sampled per training iteration.", int, low=1
+        ),
         "minibatch_size": _f("training", 128, "Rows per SGD step.", int, low=1),
         "num_epochs": _f("training", 1, "Passes over each train batch.", int, low=1),
-        "grad_clip": _f("training", None, "Clip the global gradient norm to this value.",
-                        *NUMBER, low=0, low_exclusive=True, nullable=True),
+        "grad_clip": _f(
+            "training",
+            None,
+            "Clip the global gradient norm to this value.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+            nullable=True,
+        ),
         # evaluation
-        "evaluation_interval": _f("evaluation", None, "Evaluate every this many training "
-                                  "iterations (None: never).", int, low=1, nullable=True),
-        "evaluation_duration": _f("evaluation", 10, "Episodes or env steps per evaluation.",
-                                  int, low=1),
-        "evaluation_duration_unit": _f("evaluation", "episodes", "Unit of "
-                                       "evaluation_duration.", choices=("episodes", "timesteps")),
-        "evaluation_num_env_runners": _f("evaluation", 0, "Remote runners for evaluation; 0 "
-                                         "evaluates in the algorithm's process.", int, low=0),
-        "evaluation_config": _f("evaluation", {}, "Overrides for evaluation, e.g. "
-                                "{'explore': False}.", dict),
+        "evaluation_interval": _f(
+            "evaluation",
+            None,
+            "Evaluate every this many training iterations (None: never).",
+            int,
+            low=1,
+            nullable=True,
+        ),
+        "evaluation_duration": _f(
+            "evaluation", 10, "Episodes or env steps per evaluation.", int, low=1
+        ),
+        "evaluation_duration_unit": _f(
+            "evaluation",
+            "episodes",
+            "Unit of evaluation_duration.",
+            choices=("episodes", "timesteps"),
+        ),
+        "evaluation_num_env_runners": _f(
+            "evaluation",
+            0,
+            "Remote runners for evaluation; 0 evaluates in the algorithm's process.",
+            int,
+            low=0,
+        ),
+        "evaluation_config": _f(
+            "evaluation", {}, "Overrides for evaluation, e.g. {'explore': False}.", dict
+        ),
         # rl_module
-        "model_config": _f("rl_module", {}, "Options of the default module: fcnet_hiddens, "
-                           "fcnet_activation, vf_share_layers, free_log_std.", dict),
-        "rl_module_spec": _f("rl_module", None, "An RLModuleSpec naming a custom module class.",
-                             nullable=True, check=lambda v: None),
+        "model_config": _f(
+            "rl_module",
+            {},
+            "Options of the default module: fcnet_hiddens, "
+            "fcnet_activation, vf_share_layers, free_log_std.",
+            dict,
+        ),
+        "rl_module_spec": _f(
+            "rl_module",
+            None,
+            "An RLModuleSpec naming a custom module class.",
+            nullable=True,
+            check=lambda v: None,
+        ),
         # resources and learners
-        "num_cpus_for_main_process": _f("resources", 1, "CPUs reserved for the algorithm "
-                                        "(learner) process.", *NUMBER, low=0),
-        "placement_strategy": _f("resources", "PACK", "How a trial's bundles are placed on "
-                                 "nodes.", choices=("PACK", "SPREAD", "STRICT_PACK",
-                                                    "STRICT_SPREAD")),
-        "num_learners": _f("learners", 0, "Remote learners; 0 trains in the algorithm's "
-                           "process (the only mode so far).", int, low=0, high=0),
-        "num_gpus_per_learner": _f("learners", 0, "GPUs for the learner; used when CUDA is "
-                                   "present, else the learner trains on the CPU.", *NUMBER, low=0),
+        "num_cpus_for_main_process": _f(
+            "resources", 1, "CPUs reserved for the algorithm (learner) process.", *NUMBER, low=0
+        ),
+        "placement_strategy": _f(
+            "resources",
+            "PACK",
+            "How a trial's bundles are placed on nodes.",
+            choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+        ),
+        "num_learners": _f(
+            "learners",
+            0,
+            "Remote learners; 0 trains in the algorithm's process (the only mode so far).",
+            int,
+            low=0,
+            high=0,
+        ),
+        "num_gpus_per_learner": _f(
+            "learners",
+            0,
+            "GPUs for the learner; used when CUDA is present, else the learner trains on the CPU.",
+            *NUMBER,
+            low=0,
+        ),
         # debugging
-        "seed": _f("debugging", None, "Seed of every random stream (None: a fresh one).", int,
-                   nullable=True),
-        "log_level": _f("debugging", "WARN", "Level of tunerl's logger.",
-                        choices=("DEBUG", "INFO", "WARN", "ERROR")),
+        "seed": _f(
+            "debugging",
+            None,
+            "Seed of every random stream (None: a fresh one).",
+            int,
+            nullable=True,
+        ),
+        "log_level": _f(
+            "debugging",
+            "WARN",
+            "Level of tunerl's logger.",
+            choices=("DEBUG", "INFO", "WARN", "ERROR"),
+        ),
         # fault_tolerance
-        "restart_failed_env_runners": _f("fault_tolerance", True, "Replace a runner actor "
-                                         "that died.", bool),
-        "max_num_env_runner_restarts": _f("fault_tolerance", 1000, "Restarts allowed per "
-                                          "runner.", int, low=0),
-        "ignore_env_runner_failures": _f("fault_tolerance", False, "Continue with the healthy "
-                                         "runners when one fails and is not restarted.", bool),
+        "restart_failed_env_runners": _f(
+            "fault_tolerance", True, "Replace a runner actor that died.", bool
+        ),
+        "max_num_env_runner_restarts": _f(
+            "fault_tolerance", 1000, "Restarts allowed per runner.", int, low=0
+        ),
+        "ignore_env_runner_failures": _f(
+            "fault_tolerance",
+            False,
+            "Continue with the healthy runners when one fails and is not restarted.",
+            bool,
+        ),
         # callbacks
-        "callbacks_class": _f("callbacks", None, "A tunerl.Callbacks subclass.",
-                              nullable=True, check=_check_class_or_none),
+        "callbacks_class": _f(
+            "callbacks",
+            None,
+            "A tunerl.Callbacks subclass.",
+            nullable=True,
+            check=_check_class_or_none,
+        ),
         # reporting
-        "metrics_num_episodes_for_smoothing": _f("reporting", 100, "Episode means are over "
-                                                 "the last this many episodes.", int, low=1),
-        "min_time_s_per_iteration": _f("reporting", None, "Repeat sample-learn steps until "
-                                       "an iteration took this long.", *NUMBER, low=0,
-                                       nullable=True),
-        "min_sample_timesteps_per_iteration": _f("reporting", 0, "Repeat sample-learn steps "
-                                                 "until this many env steps were sampled.",
-                                                 int, low=0),
+        "metrics_num_episodes_for_smoothing": _f(
+            "reporting", 100, "Episode means are over the last this many episodes.", int, low=1
+        ),
+        "min_time_s_per_iteration": _f(
+            "reporting",
+            None,
+            "Repeat sample-learn steps until an iteration took this long.",
+            *NUMBER,
+            low=0,
+            nullable=True,
+        ),
+        "min_sample_timesteps_per_iteration": _f(
+            "reporting",
+            0,
+            "Repeat sample-learn steps until this many env steps were sampled.",
+            int,
+            low=0,
+        ),
     }
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
@@ -305,11 +451,14 @@ class AlgorithmConfig(_Config):
         if name in DEPRECATED_NAMES and name not in self.FIELDS:
             return DEPRECATED_NAMES[name]
         if name not in self.FIELDS:
-            names = list(self.FIELDS) if section is None else [
-                n for n, f in self.FIELDS.items() if f.section == section
-            ]
-            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
-                difflib.get_close_matches(name, list(self.FIELDS), n=1, cutoff=0.5)
+            names = (
+                list(self.FIELDS)
+                if section is None
+                else [n for n, f in self.FIELDS.items() if f.section == section]
+            )
+            close = difflib.get_close_matches(
+                name, names, n=1, cutoff=0.5
+            ) or difflib.get_close_matches(name, list(self.FIELDS), n=1, cutoff=0.5)
             where = f".{section}()" if section else type(self).__name__
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where} got an unknown field {name!r}.{hint}")
@@ -322,7 +471,8 @@ class AlgorithmConfig(_Config):
         if renamed:
             new = ", ".join(f"{old} -> {new}" for old, new in renamed.items())
             warnings.warn(
-                f"Deprecated config names, please rename: {new}.", DeprecationWarning,
+                f"Deprecated config names, please rename: {new}.",
+                DeprecationWarning,
                 stacklevel=3,
             )
         for name, value in kwargs.items():
@@ -343,7 +493,9 @@ class AlgorithmConfig(_Config):
         """Old name of `env_runners()` (num_rollout_workers -> num_env_runners)."""
         warnings.warn(
             "config.rollouts(...) is deprecated: use config.env_runners(...) (and "
-            "num_env_runners instead of num_rollout_workers).", DeprecationWarning, stacklevel=2,
+            "num_env_runners instead of num_rollout_workers).",
+            DeprecationWarning,
+            stacklevel=2,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -448,8 +600,11 @@ class AlgorithmConfig(_Config):
             if name.startswith("__"):
                 continue
             if name in DEPRECATED_NAMES and name not in self.FIELDS:
-                warnings.warn(f"Deprecated config name {name!r}: use "
-                              f"{DEPRECATED_NAMES[name]!r}.", DeprecationWarning, stacklevel=2)
+                warnings.warn(
+                    f"Deprecated config name {name!r}: use {DEPRECATED_NAMES[name]!r}.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
             self._set(name, value, section=None)
         return self
 
@@ -471,7 +626,8 @@ class AlgorithmConfig(_Config):
 
     def __repr__(self) -> str:
         changed = {
-            name: getattr(self, name) for name, field in self.FIELDS.items()
+            name: getattr(self, name)
+            for name, field in self.FIELDS.items()
             if getattr(self, name) != field.default
         }
         body = ", ".join(f"{k}={v!r}" for k, v in changed.items())

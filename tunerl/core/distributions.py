@@ -15,11 +15,14 @@ class Categorical:
     """Discrete actions; inputs are unnormalized logits."""
 
     def __init__(self, logits: torch.Tensor):
-        self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+        self.logits = torch.log_softmax(logits, dim=-1)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        probs = self.logits.exp()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        # Gumbel-max: argmax(logits + Gumbel noise) is a sample of the categorical; about
+        # twice as fast as torch.multinomial for a batch of small distributions.
+        uniform = torch.rand(self.logits.shape, generator=generator, dtype=self.logits.dtype)
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20)))
+        return (self.logits + gumbel).argmax(dim=-1)
 
     def deterministic_sample(self) -> torch.Tensor:
         return self.logits.argmax(dim=-1)

@@ -58,9 +58,7 @@ class EnvRunner:
             self._action_low = self.single_action_space.low.astype(np.float32)
             self._action_high = self.single_action_space.high.astype(np.float32)
         self._obs_dtype = (
-            np.float32
-            if isinstance(self.single_observation_space, gym.spaces.Box)
-            else np.int64
+            np.float32 if isinstance(self.single_observation_space, gym.spaces.Box) else np.int64
         )
         self._next_eps_id = worker_index * _EPS_ID_STRIDE
         self._seed = seed
@@ -265,8 +263,7 @@ class EnvRunner:
         elif isinstance(space, gym.spaces.Discrete):
             if ((obs < space.start) | (obs >= space.start + space.n)).any():
                 raise EnvError(
-                    f"Env {self.config.env!r} returned observations {obs.tolist()} outside "
-                    f"{space}."
+                    f"Env {self.config.env!r} returned observations {obs.tolist()} outside {space}."
                 )
 
 

@@ -137,7 +137,9 @@ class EnvRunnerGroup:
             if sample_ref not in ready or metrics_ref not in ready:
                 logger.warning(
                     "Env runner %d did not return its sample within sample_timeout_s=%s; "
-                    "skipping it this iteration.", index, self.config.sample_timeout_s,
+                    "skipping it this iteration.",
+                    index,
+                    self.config.sample_timeout_s,
                 )
                 continue
             try:
@@ -212,8 +214,9 @@ class EnvRunnerGroup:
             return [fn(self.local_env_runner)]
         import ray
 
-        return ray.get([a.__ray_call__.remote(lambda self_, f=fn: f(self_))
-                        for a in self._remote.values()])
+        return ray.get(
+            [a.__ray_call__.remote(lambda self_, f=fn: f(self_)) for a in self._remote.values()]
+        )
 
     def stop(self) -> None:
         """Stops every actor this group started."""
@@ -225,4 +228,3 @@ class EnvRunnerGroup:
             for actor in self._remote.values():
                 ray.kill(actor, no_restart=True)
             self._remote.clear()
-

@@ -36,8 +36,9 @@ def pick_device(num_gpus: float) -> torch.device:
     if num_gpus > 0:
         if torch.cuda.is_available():
             return torch.device("cuda")
-        logger.warning("num_gpus_per_learner=%s but no CUDA device is present; using the CPU.",
-                       num_gpus)
+        logger.warning(
+            "num_gpus_per_learner=%s but no CUDA device is present; using the CPU.", num_gpus
+        )
     return torch.device("cpu")
 
 
@@ -73,9 +74,7 @@ class Learner:
     def to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
         columns = self.LOSS_COLUMNS or tuple(batch)
         return {
-            key: torch.as_tensor(batch[key], device=self.device)
-            for key in columns
-            if key in batch
+            key: torch.as_tensor(batch[key], device=self.device) for key in columns if key in batch
         }
 
     def update(self, batch: SampleBatch, num_env_steps_sampled_lifetime: int = 0) -> dict:
@@ -89,10 +88,12 @@ class Learner:
         parameters = [p for p in self.module.parameters() if p.requires_grad]
         totals: dict[str, float] = defaultdict(float)
         num_steps = 0
+        # Rows beyond a multiple of minibatch_size are spread over the minibatches rather
+        # than left as a tiny last one (whose advantage statistics would be noise).
+        num_minibatches = max(1, num_rows // minibatch_size)
         for _ in range(self.config.num_epochs):
             order = torch.from_numpy(self.rng.permutation(num_rows)).to(self.device)
-            for start in range(0, num_rows, minibatch_size):
-                index = order[start : start + minibatch_size]
+            for index in torch.tensor_split(order, num_minibatches):
                 minibatch = {key: value[index] for key, value in tensors.items()}
                 loss, stats = self.compute_loss(minibatch)
                 self.optimizer.zero_grad(set_to_none=True)

@@ -66,7 +66,8 @@ class Adam:
                 "parameters: the checkpoint belongs to another module."
             )
         self.step_count = int(state["step"])
-        for target, source in zip(self.exp_avg + self.exp_avg_sq,
-                                  state["exp_avg"] + state["exp_avg_sq"]):
+        for target, source in zip(
+            self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]
+        ):
             target.copy_(source)
         self.param_groups[0]["lr"] = float(state["lr"])

@@ -21,8 +21,8 @@ _PPO_DEFAULTS = {
     # Defaults that solve CartPole-v1 untuned and stay sensible elsewhere.
     "lr": 3e-4,
     "num_envs_per_env_runner": 8,
-    "train_batch_size_per_learner": 2000,
-    "minibatch_size": 250,
+    "train_batch_size_per_learner": 2048,
+    "minibatch_size": 256,
     "num_epochs": 10,
     "grad_clip": 0.5,
 }
@@ -36,25 +36,62 @@ class PPOConfig(AlgorithmConfig):
             name: Field(**{**field.__dict__, "default": _PPO_DEFAULTS.get(name, field.default)})
             for name, field in AlgorithmConfig.FIELDS.items()
         },
-        "lambda_": _f("training", 0.95, "GAE lambda: 0 is one-step TD, 1 is Monte Carlo.",
-                      *NUMBER, low=0, high=1),
-        "clip_param": _f("training", 0.2, "Clip of the probability ratio in the surrogate "
-                         "objective.", *NUMBER, low=0, low_exclusive=True),
+        "lambda_": _f(
+            "training",
+            0.95,
+            "GAE lambda: 0 is one-step TD, 1 is Monte Carlo.",
+            *NUMBER,
+            low=0,
+            high=1,
+        ),
+        "clip_param": _f(
+            "training",
+            0.2,
+            "Clip of the probability ratio in the surrogate objective.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
         "vf_loss_coeff": _f("training", 0.5, "Weight of the value loss.", *NUMBER, low=0),
         "entropy_coeff": _f("training", 0.0, "Weight of the entropy bonus.", *NUMBER, low=0),
         "use_kl_loss": _f("training", False, "Add an adaptive KL penalty to the loss.", bool),
-        "kl_coeff": _f("training", 0.2, "Initial KL penalty weight (adapted towards "
-                       "kl_target).", *NUMBER, low=0),
-        "kl_target": _f("training", 0.01, "KL the adaptive penalty aims for.", *NUMBER, low=0,
-                        low_exclusive=True),
-        "vf_loss_clip": _f("training", None, "Cap on each sample's squared value error "
-                           "(RLlib's vf_clip_param).", *NUMBER, low=0, low_exclusive=True,
-                           nullable=True),
-        "vf_value_change_clip": _f("training", None, "Clip the change of the value prediction "
-                                   "from the sampled one to +-this (PPO2, SB3's clip_range_vf).",
-                                   *NUMBER, low=0, low_exclusive=True, nullable=True),
-        "normalize_advantages": _f("training", True, "Normalize advantages per minibatch to "
-                                   "mean 0, std 1.", bool),
+        "kl_coeff": _f(
+            "training",
+            0.2,
+            "Initial KL penalty weight (adapted towards kl_target).",
+            *NUMBER,
+            low=0,
+        ),
+        "kl_target": _f(
+            "training",
+            0.01,
+            "KL the adaptive penalty aims for.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
+        "vf_loss_clip": _f(
+            "training",
+            None,
+            "Cap on each sample's squared value error (RLlib's vf_clip_param).",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+            nullable=True,
+        ),
+        "vf_value_change_clip": _f(
+            "training",
+            None,
+            "Clip the change of the value prediction "
+            "from the sampled one to +-this (PPO2, SB3's clip_range_vf).",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+            nullable=True,
+        ),
+        "normalize_advantages": _f(
+            "training", True, "Normalize advantages per minibatch to mean 0, std 1.", bool
+        ),
     }
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
@@ -114,8 +151,15 @@ def ppo_loss(
 class PPOLearner(Learner):
     """Minibatch SGD on `ppo_loss`, and the adaptive KL coefficient."""
 
-    LOSS_COLUMNS = (c.OBS, c.ACTIONS, c.ACTION_LOGP, c.ACTION_DIST_INPUTS, c.VF_PREDS,
-                    c.ADVANTAGES, c.VALUE_TARGETS)
+    LOSS_COLUMNS = (
+        c.OBS,
+        c.ACTIONS,
+        c.ACTION_LOGP,
+        c.ACTION_DIST_INPUTS,
+        c.VF_PREDS,
+        c.ADVANTAGES,
+        c.VALUE_TARGETS,
+    )
 
     def __init__(self, config: PPOConfig, module: RLModule, seed: int):
         super().__init__(config, module, seed)
@@ -154,9 +198,7 @@ class PPO(Algorithm):
         # 2. learn: advantages with the critic that produced vf_preds, then SGD
         with self._timer(m.LEARN_TIMER):
             batch = add_gae(batch, self.learner.module, config.gamma, config.lambda_)
-            stats = self.learner.update(
-                batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-            )
+            stats = self.learner.update(batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
             self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(batch)
             normalizer = self.learner.module.obs_normalizer
             if normalizer is not None:
