@@ -22,8 +22,9 @@ from tunerl.core.postprocessing import (
 TERMINATED, TRUNCATED, FRAGMENT_END = "terminated", "truncated", "fragment_end"
 
 
-def reference_gae(rewards, values, new_obs_values, terminateds, truncateds, eps_id, t, gamma,
-                  lambda_):
+def reference_gae(
+    rewards, values, new_obs_values, terminateds, truncateds, eps_id, t, gamma, lambda_
+):
     """GAE from its definition, one trajectory piece at a time, in O(n^2):
     A_k = sum_{m >= k in the piece} (gamma * lambda)^(m - k) * delta_m, with
     delta_m = r_m + gamma * V(new_obs_m) - V(obs_m) and V(new_obs_m) = 0 only on termination.
@@ -56,8 +57,18 @@ def make_pieces(rng: np.random.Generator, kinds: list[tuple[int, int, int, str]]
     """Rows of several trajectory pieces, each `(eps_id, first_t, length, kind)`. Inside a
     piece the next observation is the next row's observation, so V(new_obs_j) is
     V(obs_{j+1}); at its last row new_obs is a state the batch holds nowhere else."""
-    rows: dict[str, list] = {key: [] for key in ("rewards", "values", "new_obs_values",
-                                                  "terminateds", "truncateds", "eps_id", "t")}
+    rows: dict[str, list] = {
+        key: []
+        for key in (
+            "rewards",
+            "values",
+            "new_obs_values",
+            "terminateds",
+            "truncateds",
+            "eps_id",
+            "t",
+        )
+    }
     for eps_id, first_t, length, kind in kinds:
         values = rng.normal(size=length + 1)  # V of obs_0 .. obs_L (obs_L is the last new_obs)
         rows["rewards"] += list(rng.normal(size=length))
@@ -94,14 +105,16 @@ PIECES = [
 
 
 def as_batch(rows: dict) -> SampleBatch:
-    return SampleBatch({
-        c.REWARDS: rows["rewards"],
-        c.VF_PREDS: rows["values"],
-        c.TERMINATEDS: rows["terminateds"],
-        c.TRUNCATEDS: rows["truncateds"],
-        c.EPS_ID: rows["eps_id"],
-        c.T: rows["t"],
-    })
+    return SampleBatch(
+        {
+            c.REWARDS: rows["rewards"],
+            c.VF_PREDS: rows["values"],
+            c.TERMINATEDS: rows["terminateds"],
+            c.TRUNCATEDS: rows["truncateds"],
+            c.EPS_ID: rows["eps_id"],
+            c.T: rows["t"],
+        }
+    )
 
 
 @pytest.mark.parametrize("gamma, lambda_", [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0), (1.0, 0.7)])
@@ -111,8 +124,13 @@ def test_compute_gae_matches_reference(gamma, lambda_, seed):
     ends = trajectory_ends(as_batch(rows))
 
     advantages, targets = compute_gae(
-        rows["rewards"], rows["values"], rows["new_obs_values"], rows["terminateds"], ends,
-        gamma, lambda_,
+        rows["rewards"],
+        rows["values"],
+        rows["new_obs_values"],
+        rows["terminateds"],
+        ends,
+        gamma,
+        lambda_,
     )
 
     expected_adv, expected_targets = reference_gae(**rows, gamma=gamma, lambda_=lambda_)
@@ -130,14 +148,17 @@ def test_truncation_bootstraps_on_the_final_observation_and_termination_does_not
     ends = np.array([False, False, True])
     gamma, lambda_ = 0.9, 1.0
 
-    truncated_adv, _ = compute_gae(rewards, values, next_values, [False, False, False], ends,
-                                   gamma, lambda_)
-    terminated_adv, _ = compute_gae(rewards, values, next_values, [False, False, True], ends,
-                                    gamma, lambda_)
+    truncated_adv, _ = compute_gae(
+        rewards, values, next_values, [False, False, False], ends, gamma, lambda_
+    )
+    terminated_adv, _ = compute_gae(
+        rewards, values, next_values, [False, False, True], ends, gamma, lambda_
+    )
 
     # Truncated: the return goes on past the time limit, estimated by V(final obs) = 10.
-    np.testing.assert_allclose(truncated_adv, [1 + 0.9 + 0.81 * 10, 1 + 0.9 * 10, 1 + 0.9 * 10],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        truncated_adv, [1 + 0.9 + 0.81 * 10, 1 + 0.9 * 10, 1 + 0.9 * 10], rtol=1e-6
+    )
     # Terminated: nothing follows; the final observation's value is ignored.
     np.testing.assert_allclose(terminated_adv, [2.71, 1.9, 1.0], rtol=1e-6)
 
@@ -147,12 +168,20 @@ def test_fragment_end_bootstraps_like_truncation():
     ends = trajectory_ends(as_batch(rows))
     assert ends.tolist() == [False, False, False, False, True]
 
-    base, _ = compute_gae(rows["rewards"], rows["values"], rows["new_obs_values"],
-                          rows["terminateds"], ends, 0.9, 0.95)
+    base, _ = compute_gae(
+        rows["rewards"],
+        rows["values"],
+        rows["new_obs_values"],
+        rows["terminateds"],
+        ends,
+        0.9,
+        0.95,
+    )
     bumped_values = rows["new_obs_values"].copy()
     bumped_values[-1] += 1.0
-    bumped, _ = compute_gae(rows["rewards"], rows["values"], bumped_values,
-                            rows["terminateds"], ends, 0.9, 0.95)
+    bumped, _ = compute_gae(
+        rows["rewards"], rows["values"], bumped_values, rows["terminateds"], ends, 0.9, 0.95
+    )
 
     # Raising V(new_obs) of the last row by 1 raises A_k by gamma * (gamma * lambda)^(4 - k).
     expected_change = 0.9 * (0.9 * 0.95) ** np.arange(4, -1, -1)
@@ -164,16 +193,18 @@ def test_gamma_one_lambda_one_gives_monte_carlo_returns():
     values = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
     next_values = np.array([-1.0, 2.0, 0.0, 123.0], np.float32)  # the last is ignored
     ends = np.array([False, False, False, True])
-    _, targets = compute_gae(rewards, values, next_values, [False, False, False, True], ends,
-                             1.0, 1.0)
+    _, targets = compute_gae(
+        rewards, values, next_values, [False, False, False, True], ends, 1.0, 1.0
+    )
     np.testing.assert_allclose(targets, [10.0, 9.0, 7.0, 4.0], rtol=1e-6)
 
 
 def test_lambda_zero_gives_one_step_td_errors():
     rows = make_pieces(np.random.default_rng(4), PIECES)
     ends = trajectory_ends(as_batch(rows))
-    advantages, _ = compute_gae(rows["rewards"], rows["values"], rows["new_obs_values"],
-                                rows["terminateds"], ends, 0.9, 0.0)
+    advantages, _ = compute_gae(
+        rows["rewards"], rows["values"], rows["new_obs_values"], rows["terminateds"], ends, 0.9, 0.0
+    )
     bootstrap = np.where(rows["terminateds"], 0.0, rows["new_obs_values"])
     np.testing.assert_allclose(
         advantages, rows["rewards"] + 0.9 * bootstrap - rows["values"], rtol=1e-5, atol=1e-6
@@ -181,17 +212,23 @@ def test_lambda_zero_gives_one_step_td_errors():
 
 
 def test_trajectory_ends_marks_terminations_truncations_new_episodes_and_time_jumps():
-    batch = SampleBatch({
-        c.EPS_ID: [1, 1, 1, 2, 2, 3, 3, 3, 4],
-        c.T: [0, 1, 2, 5, 6, 0, 1, 5, 0],
-        c.TERMINATEDS: [False, False, True, False, False, False, False, False, False],
-        c.TRUNCATEDS: [False, False, False, False, True, False, False, False, False],
-    })
+    batch = SampleBatch(
+        {
+            c.EPS_ID: [1, 1, 1, 2, 2, 3, 3, 3, 4],
+            c.T: [0, 1, 2, 5, 6, 0, 1, 5, 0],
+            c.TERMINATEDS: [False, False, True, False, False, False, False, False, False],
+            c.TRUNCATEDS: [False, False, False, False, True, False, False, False, False],
+        }
+    )
     ends = trajectory_ends(batch)
     assert ends.tolist() == [
-        False, False, True,  # terminated
-        False, True,  # truncated
-        False, True,  # t jumps from 1 to 5: the rows in between are not in the batch
+        False,
+        False,
+        True,  # terminated
+        False,
+        True,  # truncated
+        False,
+        True,  # t jumps from 1 to 5: the rows in between are not in the batch
         True,  # episode 4 follows
         True,  # last row of the batch: a fragment end
     ]
@@ -199,10 +236,14 @@ def test_trajectory_ends_marks_terminations_truncations_new_episodes_and_time_ju
 
 
 def test_trajectory_ends_does_not_modify_the_batch():
-    batch = SampleBatch({
-        c.EPS_ID: [1, 2], c.T: [0, 0],
-        c.TERMINATEDS: [False, False], c.TRUNCATEDS: [False, False],
-    })
+    batch = SampleBatch(
+        {
+            c.EPS_ID: [1, 2],
+            c.T: [0, 0],
+            c.TERMINATEDS: [False, False],
+            c.TRUNCATEDS: [False, False],
+        }
+    )
     trajectory_ends(batch)
     assert batch[c.TERMINATEDS].tolist() == [False, False]
     assert batch[c.TRUNCATEDS].tolist() == [False, False]
@@ -244,7 +285,8 @@ def _module_batch(module: DefaultRLModule, rng: np.random.Generator) -> tuple[Sa
 def module() -> DefaultRLModule:
     torch.manual_seed(0)
     return DefaultRLModule(
-        gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(2),
+        gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+        gym.spaces.Discrete(2),
         model_config={"fcnet_hiddens": [16]},
     )
 
@@ -258,8 +300,9 @@ def test_add_gae_with_a_real_module_matches_reference(module):
     assert out is batch
     np.testing.assert_allclose(out[c.ADVANTAGES], expected_adv, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out[c.VALUE_TARGETS], expected_targets, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out[c.VALUE_TARGETS], out[c.ADVANTAGES] + out[c.VF_PREDS],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out[c.VALUE_TARGETS], out[c.ADVANTAGES] + out[c.VF_PREDS], rtol=1e-6, atol=1e-6
+    )
 
 
 def test_add_gae_reads_new_obs_only_where_it_bootstraps(module):

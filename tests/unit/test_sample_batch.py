@@ -14,14 +14,16 @@ from tunerl.core import columns as c
 def make_batch(n: int = 10) -> SampleBatch:
     """Rows whose columns all encode the row number, so misaligned rows are visible."""
     rows = np.arange(n)
-    return SampleBatch({
-        c.OBS: np.stack([rows, -rows], axis=1).astype(np.float32),
-        c.ACTIONS: rows.astype(np.int64),
-        c.REWARDS: rows.astype(np.float32) / 10,
-        c.TERMINATEDS: rows % 3 == 0,
-        c.EPS_ID: rows // 4,
-        c.T: rows % 4,
-    })
+    return SampleBatch(
+        {
+            c.OBS: np.stack([rows, -rows], axis=1).astype(np.float32),
+            c.ACTIONS: rows.astype(np.int64),
+            c.REWARDS: rows.astype(np.float32) / 10,
+            c.TERMINATEDS: rows % 3 == 0,
+            c.EPS_ID: rows // 4,
+            c.T: rows % 4,
+        }
+    )
 
 
 def assert_rows_aligned(batch: SampleBatch) -> None:
@@ -155,11 +157,13 @@ def test_concat_samples_refuses_mismatched_columns():
 
 # ---------------------------------------------------------------------------- summary
 def test_summary_lists_each_column_with_shape_dtype_and_statistics():
-    batch = SampleBatch({
-        c.OBS: np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32),
-        c.ACTIONS: np.array([0, 1, 5], np.int64),
-        c.TERMINATEDS: np.array([False, True, True]),
-    })
+    batch = SampleBatch(
+        {
+            c.OBS: np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32),
+            c.ACTIONS: np.array([0, 1, 5], np.int64),
+            c.TERMINATEDS: np.array([False, True, True]),
+        }
+    )
     summary = batch.summary()
     lines = summary.splitlines()
     assert lines[0] == "SampleBatch(3 rows)"

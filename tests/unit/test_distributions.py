@@ -1,0 +1,67 @@
+"""Action distributions against torch.distributions (the reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import distributions as td
+
+from tunerl.core.distributions import Categorical, DiagGaussian
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_categorical_logp_entropy_kl_match_torch():
+    logits = torch.randn(6, 4, generator=generator(0)) * 3
+    other_logits = torch.randn(6, 4, generator=generator(1))
+    actions = torch.tensor([0, 1, 2, 3, 0, 1])
+    ours, other = Categorical(logits), Categorical(other_logits)
+    ref, ref_other = td.Categorical(logits=logits), td.Categorical(logits=other_logits)
+
+    torch.testing.assert_close(ours.logp(actions), ref.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(other), td.kl_divergence(ref, ref_other))
+    assert ours.deterministic_sample().tolist() == logits.argmax(-1).tolist()
+
+
+def test_categorical_samples_follow_the_probabilities():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    logits = probs.log().expand(20_000, 4) + 5.0  # unnormalized logits
+    samples = Categorical(logits).sample(generator(2))
+    frequencies = np.bincount(samples.numpy(), minlength=4) / len(samples)
+    # Four binomial standard deviations at n = 20000 are below 0.014.
+    np.testing.assert_allclose(frequencies, probs.numpy(), atol=0.014)
+
+
+def test_categorical_sampling_repeats_with_the_same_generator():
+    logits = torch.zeros(100, 3)
+    first = Categorical(logits).sample(generator(3))
+    second = Categorical(logits).sample(generator(3))
+    assert torch.equal(first, second)
+    assert set(first.tolist()) == {0, 1, 2}
+
+
+def test_diag_gaussian_logp_entropy_kl_match_torch():
+    inputs = torch.randn(5, 4, generator=generator(4))  # 2 means, 2 log-stds
+    other_inputs = torch.randn(5, 4, generator=generator(5))
+    actions = torch.randn(5, 2, generator=generator(6))
+    ours, other = DiagGaussian(inputs), DiagGaussian(other_inputs)
+
+    def reference(x):
+        mean, log_std = x.chunk(2, dim=-1)
+        return td.Independent(td.Normal(mean, log_std.exp()), 1)
+
+    ref, ref_other = reference(inputs), reference(other_inputs)
+    torch.testing.assert_close(ours.logp(actions), ref.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(other), td.kl_divergence(ref, ref_other))
+    torch.testing.assert_close(ours.deterministic_sample(), inputs[:, :2])
+
+
+def test_diag_gaussian_samples_have_the_given_mean_and_std():
+    inputs = torch.tensor([[1.0, -2.0, np.log(0.5), np.log(2.0)]]).expand(20_000, 4)
+    samples = DiagGaussian(inputs).sample(generator(7)).numpy()
+    np.testing.assert_allclose(samples.mean(axis=0), [1.0, -2.0], atol=0.05)
+    np.testing.assert_allclose(samples.std(axis=0), [0.5, 2.0], rtol=0.03)
