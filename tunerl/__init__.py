@@ -23,14 +23,30 @@ ALGORITHMS: dict[str, type[Algorithm]] = {"PPO": PPO}
 
 
 def _register_with_tune() -> None:
-    """Lets Tune find the algorithms by name: `tune.Tuner("PPO", ...)`."""
+    """Lets Tune find the algorithms by name: `tune.Tuner("PPO", ...)`, and trial processes
+    find the envs given to `register_env`."""
     from ray.tune.registry import register_trainable
+
+    from tunerl.env.registry import reregister_envs
 
     for name, algo_class in ALGORITHMS.items():
         register_trainable(name, algo_class)
+    reregister_envs()
+
+
+def _install_ray_init_hook() -> None:
+    # Tune's registry writes its entries into the Ray session that exists (or the next one to
+    # start) and then forgets them, so after ray.shutdown() and a new ray.init() "PPO" would be
+    # unknown. Registering again after every ray.init() keeps the names valid.
+    import ray._private.worker
+
+    hooks = ray._private.worker._post_init_hooks
+    if _register_with_tune not in hooks:
+        hooks.append(_register_with_tune)
 
 
 _register_with_tune()
+_install_ray_init_hook()
 
 __all__ = [
     "ALGORITHMS",

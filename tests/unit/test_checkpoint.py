@@ -385,7 +385,7 @@ def test_rl_module_save_to_path_round_trip(trained, tmp_path):
 
 def test_observation_filter_statistics_travel_with_the_checkpoint(tiny_config, build, tmp_path):
     algo = build(tiny_config(seed=1).env_runners(observation_filter="MeanStdFilter"))
-    # Statistics as training would leave them (set directly: see the xfail test below).
+    # Distinct statistics, set directly so the comparison below cannot pass by accident.
     normalizer = algo.get_module().obs_normalizer
     normalizer.count.fill_(1000.0)
     normalizer.mean.copy_(torch.tensor([0.1, -0.2, 0.01, 0.3], dtype=torch.float64))
@@ -415,11 +415,6 @@ def test_observation_filter_statistics_travel_with_the_checkpoint(tiny_config, b
     )
 
 
-@pytest.mark.xfail(
-    reason="BUG: rl_module.py RunningMeanStd.update calls torch.as_tensor(var, torch.float64) "
-    "with dtype as a positional argument (TypeError), so MeanStdFilter crashes in train()",
-    strict=True,
-)
 def test_observation_filter_is_updated_by_training_and_synced_to_runners(tiny_config, build):
     algo = build(tiny_config(seed=1).env_runners(observation_filter="MeanStdFilter"))
     for _ in range(2):
@@ -431,11 +426,6 @@ def test_observation_filter_is_updated_by_training_and_synced_to_runners(tiny_co
     assert_same(runner_weights(algo), algo.get_module().get_state(), "runner weights")
 
 
-@pytest.mark.xfail(
-    reason="BUG: rl_module.py RunningMeanStd.update passes dtype positionally to "
-    "torch.as_tensor (TypeError)",
-    strict=True,
-)
 def test_running_mean_std_merges_chunks_like_one_pass_over_all_observations():
     from tunerl.core.rl_module import RunningMeanStd, observation_moments
 

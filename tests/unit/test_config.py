@@ -137,23 +137,12 @@ def test_old_names_in_their_sections_warn_and_map():
     assert config.vf_loss_clip == 10.0
 
 
-@pytest.mark.xfail(
-    reason="BUG: config.py DEPRECATED_NAMES maps 'model' to 'model_config', which lives in "
-    ".rl_module(); RLlib scripts pass it as .training(model=...), which is refused",
-    strict=True,
-)
 def test_rllib_training_model_argument_is_accepted_as_deprecated():
     with pytest.warns(DeprecationWarning):
         config = PPOConfig().training(model={"fcnet_hiddens": [8]})
     assert config.model_config == {"fcnet_hiddens": [8]}
 
 
-@pytest.mark.xfail(
-    reason="BUG: config.py _canonical_name maps a deprecated name to a field the config "
-    "class does not have (vf_clip_param -> vf_loss_clip on a plain AlgorithmConfig), and "
-    "_set then raises a bare KeyError instead of ConfigError",
-    strict=True,
-)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_deprecated_name_without_a_target_field_raises_config_error():
     with pytest.raises(ConfigError):

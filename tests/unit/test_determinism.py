@@ -70,12 +70,6 @@ def test_seeded_sampling_repeats_actions(tiny_config, build):
         assert (first[key] == second[key]).all(), key
 
 
-@pytest.mark.xfail(
-    reason="BUG: env_runner.py EnvRunner._start reseeds the action generator with "
-    "self.generator.seed() (OS entropy) whenever no seed is pending; every evaluation after "
-    "the first starts that way, so seeded evaluations with explore=True differ between runs",
-    strict=True,
-)
 def test_same_seed_gives_identical_evaluations(tiny_config, build):
     def evaluations() -> list[dict]:
         algo = build(tiny_config(seed=11).evaluation(evaluation_interval=1, evaluation_duration=4))

@@ -133,12 +133,6 @@ def test_nan_observation_raises_env_error_with_a_short_message(tiny_config, buil
     assert len(str(error.value)) < 300
 
 
-@pytest.mark.xfail(
-    reason="BUG: env_runner.py EnvRunner._check_obs puts obs.tolist() of every sub-env into "
-    "the non-finite-observation message, so a large observation gives a message of "
-    "thousands of numbers",
-    strict=True,
-)
 def test_nan_in_a_large_observation_still_gives_a_short_message(tiny_config, build):
     algo = build(tiny_config(env=BrokenObservation).environment(env_config={"size": 1000}))
     with pytest.raises(EnvError, match="non-finite observation") as error:

@@ -88,13 +88,6 @@ def actor_dies(actor, attempts: int = 300) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    reason="BUG: when every runner fails in an iteration, env_runner_group.py "
-    "_sample_remote restarts it but returns an empty SampleBatch, and PPO.training_step "
-    "crashes in postprocessing.trajectory_ends with KeyError: 'terminateds'; the restart "
-    "cannot save the iteration (the Tune trial errors)",
-    strict=True,
-)
 def test_a_killed_runner_is_restarted_and_the_iteration_still_trains(local_ray, tiny_config):
     algo = tiny_config().env_runners(num_env_runners=1).build_algo()
     try:
@@ -107,12 +100,6 @@ def test_a_killed_runner_is_restarted_and_the_iteration_still_trains(local_ray, 
         algo.stop()
 
 
-@pytest.mark.xfail(
-    reason="BUG: env_runner_group.py _handle_failure treats an exception raised by the env "
-    "(RayTaskError wrapping EnvError) like a dead actor and restarts the runner, so the "
-    "user never sees the EnvError; the iteration then fails with KeyError: 'terminateds'",
-    strict=True,
-)
 def test_env_error_in_a_remote_runner_reaches_the_user(local_ray, tiny_config):
     tunerl.register_env(
         "tunerl-test-nan-cartpole",

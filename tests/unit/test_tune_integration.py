@@ -12,7 +12,6 @@ import pytest
 import ray
 import torch
 from ray import tune
-from ray.tune import TuneError
 from ray.tune.registry import get_trainable_cls
 
 from tunerl import PPO
@@ -48,12 +47,6 @@ def test_reset_config_rebuilds_runners_when_the_env_changes(tiny_config, build):
     assert batch[c.ACTIONS].dtype == np.float32
 
 
-@pytest.mark.xfail(
-    reason="BUG: algorithm.py reset_config keeps the runners when no field of "
-    "_RUNNER_FIELDS changed but never gives them the new config (the local runner keeps "
-    "its old EnvRunner.config), so a new explore (or rollout_fragment_length) is ignored",
-    strict=True,
-)
 def test_reset_config_applies_explore_to_the_runners(tiny_config, build):
     algo = build(tiny_config(seed=1))
     algo.reset_config(tiny_config(seed=1).env_runners(explore=False).to_dict())
@@ -61,13 +54,6 @@ def test_reset_config_applies_explore_to_the_runners(tiny_config, build):
     np.testing.assert_array_equal(batch[c.ACTIONS], batch[c.ACTION_DIST_INPUTS].argmax(-1))
 
 
-@pytest.mark.xfail(
-    reason="BUG: Trainable.reset() sets self.config to the new *dict* before it calls "
-    "reset_config(); algorithm.py reset_config then compares getattr(self.config, field) "
-    "and raises AttributeError: 'dict' object has no attribute 'env' (breaks "
-    "reuse_actors=True and PBT)",
-    strict=True,
-)
 def test_trainable_reset_takes_a_new_config(tiny_config, build):
     algo = build(tiny_config(seed=1))
     algo.train()
@@ -94,12 +80,6 @@ def run_config(storage: Path, **kwargs) -> tune.RunConfig:
 @pytest.fixture(scope="module")
 def grid_results(local_ray, tiny_config, tmp_path_factory) -> tune.ResultGrid:
     """Two trials found by the registered name, checkpointed every iteration."""
-    try:
-        get_trainable_cls("PPO")
-    except TuneError:
-        # An earlier module restarted Ray in this process, which drops tunerl's
-        # registration: see test_trainable_name_survives_a_ray_restart.
-        tune.register_trainable("PPO", PPO)
     param_space = tiny_config(seed=1).training(lr=tune.grid_search(LRS))
     tuner = tune.Tuner(
         "PPO",
@@ -151,12 +131,6 @@ def test_trials_with_different_lr_train_different_weights(grid_results):
     assert not torch.equal(weights[0], weights[1])
 
 
-@pytest.mark.xfail(
-    reason="BUG: reuse_actors=True fails in the second trial: Trainable.reset() stores the "
-    "new dict in self.config before algorithm.py reset_config reads the old config from it "
-    "(AttributeError: 'dict' object has no attribute 'env')",
-    strict=True,
-)
 def test_reuse_actors_runs_trials_one_after_another_in_one_actor(local_ray, tiny_config, tmp_path):
     param_space = tiny_config().debugging(seed=tune.grid_search([1, 2]))
     tuner = tune.Tuner(
@@ -172,13 +146,6 @@ def test_reuse_actors_runs_trials_one_after_another_in_one_actor(local_ray, tiny
     assert len({result.metrics["pid"] for result in results}) == 1  # the actor was reused
 
 
-@pytest.mark.xfail(
-    reason="BUG: tunerl/__init__.py _register_with_tune registers 'PPO' with Tune once, at "
-    "import; Tune's registry flushes it into the first Ray session only, so after "
-    "ray.shutdown() + ray.init() in the same process tune.Tuner('PPO') fails with "
-    "'Unknown trainable: PPO' (same for names given to tunerl.register_env)",
-    strict=True,
-)
 def test_trainable_name_survives_a_ray_restart(local_ray):
     # Runs last in this module: it restarts the module's Ray.
     ray.shutdown()

@@ -106,6 +106,10 @@ class Algorithm(tune.Trainable):
         self.config = self._config_from(config)
         self.config.validate()
         self.config.freeze()
+        # Tune's reset() overwrites self.config with the new trial's dict before calling
+        # reset_config(); this keeps the config the runners were built with.
+        self._built_config = self.config
+        torch.set_num_threads(max(1, int(self.config.num_cpus_for_main_process)))
         logger.setLevel(self.config.log_level.replace("WARN", "WARNING"))
         callbacks_class = self.config.callbacks_class or Callbacks
         self.callbacks = callbacks_class()
@@ -116,11 +120,7 @@ class Algorithm(tune.Trainable):
     def _build(self) -> None:
         """Seeds, module, learner, runners and counters, from `self.config`."""
         config = self.config
-        seed = (
-            config.seed
-            if config.seed is not None
-            else int(np.random.SeedSequence().entropy % (2**31))
-        )
+        seed = config.seed if config.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
@@ -187,25 +187,27 @@ class Algorithm(tune.Trainable):
         """Takes a new trial's config without a new process (Tune's `reuse_actors`, PBT).
         Runners are rebuilt only when a field they depend on changed; learner, counters and
         seeds start fresh (PBT then restores a checkpoint on top)."""
+        old = self._built_config
         new = self._config_from(new_config)
         new.validate()
-        rebuild_runners = any(getattr(new, f) != getattr(self.config, f) for f in _RUNNER_FIELDS)
         new.freeze()
-        self.config = new
+        self.config = self._built_config = new
         self.callbacks = (new.callbacks_class or Callbacks)()
-        if rebuild_runners:
+        torch.set_num_threads(max(1, int(new.num_cpus_for_main_process)))
+        if any(getattr(new, name) != getattr(old, name) for name in _RUNNER_FIELDS):
             self.cleanup()
             self._env_creator = resolve_env_creator(new.env)
             self._build()
             return True
-        seed = new.seed if new.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        seed = new.seed if new.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.learner = self.learner_class(new, self.module_spec.build(), self._draw_seed())
-        for group in (self.env_runner_group, self.eval_env_runner_group):
-            if group is not None:
-                group.config = new if group is self.env_runner_group else group.config
-                group.reset()
+        self.env_runner_group.set_config(new)
+        self.env_runner_group.reset()
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.set_config(new.with_overrides(new.evaluation_config))
+            self.eval_env_runner_group.reset()
         self._reset_counters()
         self._sync_weights()
         return True
@@ -404,6 +406,10 @@ class Algorithm(tune.Trainable):
         algo = algo_class(config=config)
         algo.restore_from_path(directory)
         return algo
+
+
+def _fresh_seed() -> int:
+    return int(np.random.SeedSequence().entropy % 2**31)
 
 
 # ------------------------------------------------------------------- config <-> JSON

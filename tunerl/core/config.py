@@ -232,7 +232,12 @@ class AlgorithmConfig(_Config):
             check=_check_fragment,
         ),
         "num_cpus_per_env_runner": _f(
-            "env_runners", 1, "CPUs reserved per runner actor.", *NUMBER, low=0
+            "env_runners",
+            1,
+            "CPUs reserved per runner actor.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
         ),
         "num_gpus_per_env_runner": _f(
             "env_runners", 0, "GPUs reserved per runner actor.", *NUMBER, low=0
@@ -325,7 +330,12 @@ class AlgorithmConfig(_Config):
         ),
         # resources and learners
         "num_cpus_for_main_process": _f(
-            "resources", 1, "CPUs reserved for the algorithm (learner) process.", *NUMBER, low=0
+            "resources",
+            1,
+            "CPUs reserved for the algorithm (learner) process; also its torch threads.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
         ),
         "placement_strategy": _f(
             "resources",
@@ -424,9 +434,12 @@ class AlgorithmConfig(_Config):
         self._set(name, value, section=None)
 
     def _set(self, name: str, value: Any, section: str | None) -> None:
+        given = name
         name = self._canonical_name(name, section)
         field = self.FIELDS[name]
-        if section is not None and field.section != section:
+        # An old name is accepted from the section it used to live in (RLlib's
+        # `.training(model=...)` sets today's `.rl_module(model_config=...)`).
+        if section is not None and field.section != section and given not in DEPRECATED_NAMES:
             raise ConfigError(
                 f"{type(self).__name__}.{section}() has no field {name!r}: it belongs to "
                 f".{field.section}({name}=...)."
@@ -448,7 +461,11 @@ class AlgorithmConfig(_Config):
     def _canonical_name(self, name: str, section: str | None) -> str:
         if name in SPELLINGS:
             return SPELLINGS[name]
-        if name in DEPRECATED_NAMES and name not in self.FIELDS:
+        if (
+            name in DEPRECATED_NAMES
+            and name not in self.FIELDS
+            and DEPRECATED_NAMES[name] in self.FIELDS
+        ):
             return DEPRECATED_NAMES[name]
         if name not in self.FIELDS:
             names = (
@@ -475,9 +492,12 @@ class AlgorithmConfig(_Config):
                 DeprecationWarning,
                 stacklevel=3,
             )
-        for name, value in kwargs.items():
-            if value is not _UNSET:
-                self._set(name, value, section)
+        values = {name: value for name, value in kwargs.items() if value is not _UNSET}
+        probe = copy.copy(self)
+        for name, value in values.items():  # all checked before any is set
+            probe._set(name, value, section)
+        for name, value in values.items():
+            self._set(name, value, section)
         return self
 
     # ------------------------------------------------------------------------ sections

@@ -38,8 +38,10 @@ class EnvRunner:
         worker_index: int = 0,
         seed: int | None = None,
         env_creator: EnvCreator | None = None,
+        num_torch_threads: int | None = None,
     ):
-        torch.set_num_threads(1)
+        if num_torch_threads is not None:
+            torch.set_num_threads(num_torch_threads)
         self.config = config
         self.worker_index = worker_index
         self.num_envs = config.num_envs_per_env_runner
@@ -79,7 +81,8 @@ class EnvRunner:
             self.generator.manual_seed(seed)
             obs, _ = self.env.reset(seed=seed)
         else:
-            self.generator.seed()
+            # No new seed: the action stream and the envs' own generators carry on, so a
+            # seeded run stays reproducible across evaluations.
             obs, _ = self.env.reset()
         self._seed = None
         self._obs = np.asarray(obs, dtype=self._obs_dtype)
@@ -89,6 +92,10 @@ class EnvRunner:
         self._t = np.zeros(self.num_envs, dtype=np.int64)
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+
+    def set_config(self, config: Any) -> None:
+        """Takes a new config for fields that need no new env (explore, fragment length)."""
+        self.config = config
 
     def get_weights(self) -> dict[str, torch.Tensor]:
         return self.module.get_state()
@@ -168,8 +175,10 @@ class EnvRunner:
         if self._check_env:
             self._check_obs(next_obs)
             if not np.isfinite(rewards).all():
+                env_index = int(np.flatnonzero(~np.isfinite(rewards))[0])
                 raise EnvError(
-                    f"Env {self.config.env!r} returned a non-finite reward {rewards.tolist()}."
+                    f"Env {self.config.env!r} (sub-env {env_index}) returned a non-finite "
+                    f"reward {rewards[env_index]}."
                 )
         row = {
             columns.OBS: self._obs,
@@ -245,9 +254,14 @@ class EnvRunner:
             return
         space = self.single_observation_space
         if isinstance(space, gym.spaces.Box):
-            if not np.isfinite(obs).all():
+            finite = np.isfinite(obs)
+            if not finite.all():
+                env_index, *position = np.argwhere(~finite)[0]
+                where = tuple(int(p) for p in position)
                 raise EnvError(
-                    f"Env {self.config.env!r} returned a non-finite observation: {obs.tolist()}."
+                    f"Env {self.config.env!r} (sub-env {env_index}) returned a non-finite "
+                    f"observation: element {where} = {obs[env_index][where]}. Fix the env, or "
+                    "set .environment(disable_env_checking=True) to skip this check."
                 )
             low, high = space.low, space.high
             outside = (obs < low) | (obs > high)

@@ -13,12 +13,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tunerl.core import columns
 from tunerl.core.env_runner import EnvRunner
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.sample_batch import SampleBatch, concat_samples
-from tunerl.env.registry import EnvCreator
+from tunerl.env.registry import EnvCreator, EnvError
 
 logger = logging.getLogger(__name__)
+
+# Rounds of sampling per call: the first, and re-sampling what failed runners owed.
+_MAX_SAMPLE_ROUNDS = 3
 
 
 def ensure_ray() -> None:
@@ -72,8 +76,9 @@ class EnvRunnerGroup:
             "num_cpus": self.config.num_cpus_per_env_runner,
             "num_gpus": self.config.num_gpus_per_env_runner,
         }
+        threads = max(1, int(self.config.num_cpus_per_env_runner))
         actor = ray.remote(**options)(EnvRunner).remote(
-            self.config, self._module_spec, index, self._seed_fn(index), self._env_creator
+            self.config, self._module_spec, index, self._seed_fn(index), self._env_creator, threads
         )
         if self._weights_ref is not None:
             actor.set_weights.remote(self._weights_ref)
@@ -114,6 +119,34 @@ class EnvRunnerGroup:
         return [share + (1 if i < extra else 0) for i in range(count)]
 
     def _sample_remote(self, num_timesteps, num_episodes, explore) -> SampleBatch:
+        """Samples on every runner in parallel. A runner that fails is restarted (within
+        the fault-tolerance settings) and what it owed is sampled again from the runners
+        that are up, so the batch still has the steps or episodes asked for."""
+        batches: list[SampleBatch] = []
+        steps_left, episodes_left = num_timesteps, num_episodes
+        for _ in range(_MAX_SAMPLE_ROUNDS):
+            restarts_before = self.num_restarts
+            new = self._sample_round(steps_left, episodes_left, explore)
+            if not new and self.num_restarts == restarts_before:
+                break  # nothing came back and nothing was restarted: asking again won't help
+            batches += new
+            if steps_left is not None:
+                steps_left -= sum(len(batch) for batch in new)
+                if steps_left <= 0:
+                    break
+            else:
+                episodes_left -= sum(_num_episodes(batch) for batch in new)
+                if episodes_left <= 0:
+                    break
+        batch = concat_samples(batches)
+        if len(batch) == 0:
+            raise EnvRunnerFailure(
+                "No env runner returned a sample (all failed or timed out after "
+                f"sample_timeout_s={self.config.sample_timeout_s}); see the errors logged above."
+            )
+        return batch
+
+    def _sample_round(self, num_timesteps, num_episodes, explore) -> list[SampleBatch]:
         import ray
 
         indices = list(self._remote)
@@ -149,11 +182,19 @@ class EnvRunnerGroup:
                 continue
             batches.append(batch)
             self._add_metrics(metrics)
-        return concat_samples(batches)
+        return batches
 
     def _handle_failure(self, index: int, error: Exception) -> None:
+        """A dead actor, or an env that raised inside one: restart the runner if allowed,
+        else drop it if allowed, else raise. tunerl's own env contract errors (NaN, an
+        observation outside its space) are bugs to fix, not failures to ride out: they are
+        raised to the user as they are."""
         import ray
 
+        if isinstance(error, ray.exceptions.RayTaskError):
+            cause = error.as_instanceof_cause()
+            if isinstance(cause, EnvError):
+                raise EnvError(str(error.cause)) from None
         config = self.config
         restarts = self._restarts_per_index.get(index, 0)
         logger.error("Env runner %d failed: %s", index, error)
@@ -199,6 +240,16 @@ class EnvRunnerGroup:
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
                 self._handle_failure(index, error)
 
+    def set_config(self, config: Any) -> None:
+        """Gives every runner a new config whose changes need no new env."""
+        self.config = config
+        if self.local_env_runner is not None:
+            self.local_env_runner.set_config(config)
+            return
+        import ray
+
+        ray.get([actor.set_config.remote(config) for actor in self._remote.values()])
+
     def reset(self) -> None:
         """Every runner starts fresh episodes, seeded from `seed_fn` (after a restore)."""
         if self.local_env_runner is not None:
@@ -228,3 +279,10 @@ class EnvRunnerGroup:
             for actor in self._remote.values():
                 ray.kill(actor, no_restart=True)
             self._remote.clear()
+
+
+def _num_episodes(batch: SampleBatch) -> int:
+    """Episodes in a batch sampled with `num_episodes` (each one complete)."""
+    if len(batch) == 0:
+        return 0
+    return len(set(batch[columns.EPS_ID].tolist()))

@@ -82,7 +82,8 @@ def add_gae(batch: SampleBatch, module, gamma: float, lambda_: float) -> SampleB
     bootstrap = ends & ~terminated
     end_next_values = np.zeros(len(batch), dtype=np.float32)
     if bootstrap.any():
-        new_obs = torch.as_tensor(batch[columns.NEW_OBS][bootstrap])
+        device = next(module.parameters()).device
+        new_obs = torch.as_tensor(batch[columns.NEW_OBS][bootstrap], device=device)
         end_next_values[bootstrap] = module.compute_values({columns.OBS: new_obs}).cpu().numpy()
     values = batch[columns.VF_PREDS]
     next_values = next_state_values(values, ends, end_next_values)

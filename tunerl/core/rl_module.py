@@ -75,7 +75,8 @@ class RunningMeanStd(nn.Module):
     def update(self, count: float, mean: np.ndarray, var: np.ndarray) -> None:
         if count == 0:
             return
-        mean, var = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(var, torch.float64)
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        var = torch.as_tensor(var, dtype=torch.float64)
         total = self.count + count
         delta = mean - self.mean
         self.mean += delta * count / total

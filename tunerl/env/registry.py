@@ -45,6 +45,16 @@ def register_env(name: str, creator: EnvCreator) -> None:
     tune_register_env(name, creator)
 
 
+def reregister_envs() -> None:
+    """Writes every `register_env` name into Tune's registry again (after a new ray.init())."""
+    if not _CREATORS:
+        return
+    from ray.tune.registry import register_env as tune_register_env
+
+    for name, creator in _CREATORS.items():
+        tune_register_env(name, creator)
+
+
 def _lookup_registered(name: str) -> EnvCreator | None:
     if name in _CREATORS:
         return _CREATORS[name]
