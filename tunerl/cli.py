@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
+import os
+import re
 import sys
 import time
 import warnings
@@ -62,45 +65,216 @@ def _algo_class(name: str):
     return ALGORITHMS[name]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tunerl.experiments import lookup, should_stop
+def _print_progress(result: dict, start: float) -> None:
+    from tunerl.experiments import lookup
 
-    algo_class = _algo_class(args.algo)
-    stop = _parse_stop(args.stop) or {"num_env_steps_sampled_lifetime": 100_000}
-    config = algo_class.get_default_config().environment(args.env)
+    ret = lookup(result, "env_runners/episode_return_mean")
+    print(
+        f"iter {result['training_iteration']:4d}  "
+        f"steps {result['num_env_steps_sampled_lifetime']:>9,d}  "
+        f"return {ret:8.2f}  "
+        f"steps/s {result['env_steps_per_s']:>9,.0f}  "
+        f"time {time.perf_counter() - start:6.1f}s",
+        flush=True,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tunerl.experiments import load_experiment, should_stop
+
+    start = time.perf_counter()
+    if args.experiment:
+        experiment = load_experiment(args.experiment)
+        config = experiment.algo_config()
+        stop = experiment.stop
+        algo_name, env_name = experiment.algo, experiment.env
+    else:
+        if not args.env:
+            raise CLIError("tunerl train needs --env (or an experiment file).")
+        algo_name, env_name = args.algo, args.env
+        config = _algo_class(args.algo).get_default_config().environment(args.env)
+        stop = {"num_env_steps_sampled_lifetime": 100_000}
     config.update_from_dict(_parse_config(args.config))
+    stop = {**stop, **_parse_stop(args.stop)} if args.stop else stop
     if args.seed is not None:
         config.debugging(seed=args.seed)
-    start = time.perf_counter()
     algo = config.build_algo()
     try:
         while True:
             result = algo.train()
-            ret = lookup(result, "env_runners/episode_return_mean")
-            print(
-                f"iter {result['training_iteration']:4d}  "
-                f"steps {result['num_env_steps_sampled_lifetime']:>9,d}  "
-                f"return {ret:8.2f}  "
-                f"steps/s {result['env_steps_per_s']:>9,.0f}  "
-                f"time {time.perf_counter() - start:6.1f}s",
-                flush=True,
-            )
+            _print_progress(result, start)
             if should_stop(result, stop):
                 break
-        checkpoint_dir = Path(args.checkpoint_dir or Path("results") / f"{args.algo}_{args.env}")
-        path = algo.save_to_path(checkpoint_dir / "checkpoint")
+        default_dir = Path("results") / f"{algo_name}_{env_name.replace('/', '_')}"
+        path = algo.save_to_path(Path(args.checkpoint_dir or default_dir) / "checkpoint")
         print(f"checkpoint: {path}")
     finally:
         algo.stop()
     return 0
 
 
+def _load_space(path: str):
+    """A search-space file, or an experiment file that names one."""
+    import yaml
+
+    from tunerl.tuning.search_space import load_search_space
+
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"{path}: no such file (expected a search space or an experiment).")
+    data = yaml.safe_load(file.read_text())
+    if isinstance(data, dict) and "space" not in data and "search_space" in data:
+        from tunerl.experiments import load_experiment
+
+        experiment = load_experiment(file)
+        return experiment.search_space(), experiment
+    if isinstance(data, dict) and "space" not in data:
+        raise CLIError(
+            f"{path} has no 'space' (a search space) nor 'search_space' (an "
+            "experiment that names one)."
+        )
+    return load_search_space(file), None
+
+
+def _print_ranking(ranked, metric: str, limit: int = 10) -> None:
+    from tunerl.tuning.plot import varied_numeric_fields
+
+    fields = varied_numeric_fields([s.config for s in ranked])
+    print(f"\n{'rank':>4}  {'score':>9}  {'env steps':>10}  config")
+    for rank, score in enumerate(ranked[:limit], start=1):
+        shown = {name: _get(score.config, name) for name in fields}
+        text = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+        print(f"{rank:>4}  {score.score:>9.2f}  {score.num_env_steps:>10,d}  {text}")
+    print(f"(score: {metric})")
+
+
+def _get(config: dict, name: str) -> Any:
+    value: Any = config
+    for part in name.split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tunerl.tuning import rank_trials, resume_sweep, run_sweep
+    from tunerl.tuning.sweep import sweep_info
+
+    if args.resume:
+        info = sweep_info(args.target)
+        results = resume_sweep(args.target)
+        metric, mode = info["metric"], info["mode"]
+    else:
+        space, experiment = _load_space(args.target)
+        stop = dict(space.stop or (experiment.stop if experiment else {}))
+        stop.update(_parse_stop(args.stop))
+        num_samples = args.num_samples or (experiment.num_samples if experiment else 8)
+        results = run_sweep(
+            space,
+            num_samples=num_samples,
+            search=args.search,
+            sampler=args.sampler,
+            scheduler=args.scheduler,
+            max_concurrent=args.max_concurrent,
+            stop=stop or None,
+            storage_path=args.storage_path,
+            name=args.name,
+            optuna_storage=args.optuna_storage,
+            seed=args.seed,
+        )
+        metric, mode = space.metric, space.mode
+    ranked = rank_trials(results, metric, mode)
+    _print_ranking(ranked, metric)
+    print(f"\nexperiment: {results.experiment_path}")
+    if ranked and ranked[0].checkpoint:
+        print(f"best checkpoint: {ranked[0].checkpoint}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tunerl.tuning import evaluate_checkpoint
+
+    env_config = {"render_mode": "human"} if args.render else None
+    stats = evaluate_checkpoint(
+        args.checkpoint,
+        episodes=args.episodes,
+        seed=args.seed,
+        explore=args.explore,
+        env_config=env_config,
+    )
+    for i, (ret, length) in enumerate(zip(stats["episode_returns"], stats["episode_lengths"])):
+        print(f"episode {i + 1:3d}  return {ret:9.2f}  length {length}")
+    print(f"mean return {stats['mean']:.2f} +- {stats['std']:.2f} over {args.episodes} episodes")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from tunerl.tuning import rank_trials
+
+    ranked = rank_trials(args.experiment_dir, args.metric, args.mode, args.by)
+    _print_ranking(ranked, args.metric, args.top)
+    if ranked and ranked[0].checkpoint:
+        print(f"best checkpoint: {ranked[0].checkpoint}")
+    if args.export:
+        from tunerl.tuning import export_best
+
+        out = export_best(args.experiment_dir, args.export, args.metric, args.mode, args.by)
+        print(f"exported: {out}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from tunerl.tuning.plot import plot_experiment
+
+    print(plot_experiment(args.experiment_dir, args.out, args.metric, args.mode))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tunerl import ALGORITHMS
+
+    names = [args.algo] if args.algo else sorted(ALGORITHMS)
+    for name in names:
+        algo_class = _algo_class(name)
+        print(f"{name}  ({algo_class.config_class.__name__})")
+        by_section: dict[str, list] = {}
+        for field_name, field in algo_class.config_class.FIELDS.items():
+            by_section.setdefault(field.section, []).append((field_name, field))
+        for section, fields in by_section.items():
+            print(f"  .{section}()")
+            for field_name, field in fields:
+                print(f"    {field_name:<36} = {field.default!r:<14} {field.doc}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the closest valid option named when one is misspelled."""
+
+    def error(self, message: str):
+        match = re.search(r"unrecognized arguments: (\S+)", message)
+        if match:
+            options = [o for action in self._actions for o in action.option_strings]
+            close = difflib.get_close_matches(match.group(1).split("=")[0], options, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunerl", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    from tunerl.core import metrics as m
+    from tunerl.tuning.ranking import RANK_BY
+    from tunerl.tuning.sweep import SAMPLERS, SCHEDULERS, SEARCHES
+
+    parser = _Parser(prog="tunerl", description="tunerl: RL algorithms as Ray Tune Trainables.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     train = commands.add_parser("train", help="train one algorithm in this process")
+    train.add_argument("experiment", nargs="?", help="an experiments/*.yaml file (optional)")
     train.add_argument("--algo", default="PPO", help="algorithm name (default PPO)")
-    train.add_argument("--env", required=True, help="Gymnasium id or registered env name")
+    train.add_argument("--env", help="Gymnasium id or registered env name")
     train.add_argument("--config", help="config fields as JSON, or a YAML/JSON file")
     train.add_argument(
         "--stop",
@@ -115,11 +289,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir", help="where the final checkpoint goes (default results/<algo>_<env>)"
     )
     train.set_defaults(func=cmd_train)
+
+    tune_cmd = commands.add_parser("tune", help="run a sweep (search space or experiment file)")
+    tune_cmd.add_argument(
+        "target",
+        help="search_spaces/*.yaml, an experiment naming one, or "
+        "with --resume an experiment directory",
+    )
+    tune_cmd.add_argument("--num-samples", type=int, help="trials (default 8)")
+    tune_cmd.add_argument("--search", choices=SEARCHES, default="optuna")
+    tune_cmd.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler")
+    tune_cmd.add_argument("--scheduler", choices=SCHEDULERS, default="none")
+    tune_cmd.add_argument("--max-concurrent", type=int, help="trials running at once")
+    tune_cmd.add_argument("--stop", action="append", default=[], metavar="KEY=VALUE")
+    tune_cmd.add_argument("--storage-path", help="results root (default ~/tunerl_results)")
+    tune_cmd.add_argument("--name", help="experiment name (a folder under the storage path)")
+    tune_cmd.add_argument(
+        "--optuna-storage",
+        help="e.g. sqlite:///study.db, to resume and view the study with optuna-dashboard",
+    )
+    tune_cmd.add_argument("--seed", type=int, help="seed of the sampler and every trial")
+    tune_cmd.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    tune_cmd.set_defaults(func=cmd_tune)
+
+    evaluate = commands.add_parser("evaluate", help="run episodes with a checkpoint's module")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--explore", action="store_true", help="sample actions (default: greedy)")
+    evaluate.add_argument("--render", action="store_true", help="render_mode='human'")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    for name, func, help_text in (
+        ("best", cmd_best, "rank a sweep's trials"),
+        ("plot", cmd_plot, "PNG of learning curves and the search"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("experiment_dir")
+        sub.add_argument("--metric", default=m.EPISODE_RETURN_MEAN_KEY)
+        sub.add_argument("--mode", choices=("max", "min"), default="max")
+        if name == "best":
+            sub.add_argument("--by", choices=RANK_BY, default="last")
+            sub.add_argument("--top", type=int, default=10)
+            sub.add_argument("--export", metavar="DIR", help="copy the best module out to DIR")
+        else:
+            sub.add_argument("--out", help="PNG path (default <experiment>/sweep.png)")
+        sub.set_defaults(func=func)
+
+    list_cmd = commands.add_parser("list", help="algorithms and their config fields")
+    list_cmd.add_argument("algo", nargs="?")
+    list_cmd.set_defaults(func=cmd_list)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _quiet() -> None:
+    """No deprecation noise or info chatter from the libraries underneath."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_SYNCER", "1")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
     args = build_parser().parse_args(argv)
     from tunerl.core.checkpoint_io import CheckpointError
     from tunerl.core.config import ConfigError
@@ -130,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ConfigError, EnvError, CheckpointError) as error:
         print(f"tunerl: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tunerl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

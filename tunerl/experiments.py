@@ -22,7 +22,17 @@ from tunerl.core.config import AlgorithmConfig, ConfigError
 
 logger = logging.getLogger(__name__)
 
-_KEYS = {"name", "algo", "env", "config", "stop", "target", "description"}
+_KEYS = {
+    "name",
+    "algo",
+    "env",
+    "config",
+    "stop",
+    "target",
+    "description",
+    "search_space",
+    "num_samples",
+}
 
 
 @dataclass
@@ -34,6 +44,8 @@ class Experiment:
     stop: dict[str, float]
     target: dict[str, Any]
     description: str = ""
+    search_space_path: str | None = None
+    num_samples: int = 8
     path: Path | None = field(default=None, repr=False)
 
     @property
@@ -43,6 +55,26 @@ class Experiment:
     @property
     def target_value(self) -> float:
         return float(self.target["min"])
+
+    def search_space(self):
+        """The experiment's search space (a file named relative to the experiment's folder
+        or its parent), with the experiment's config and stop as the fixed part."""
+        from tunerl.tuning.search_space import load_search_space
+
+        if not self.search_space_path:
+            raise ConfigError(f"Experiment {self.name!r} names no search_space.")
+        base = self.path.parent if self.path else Path.cwd()
+        candidates = [base / self.search_space_path, base.parent / self.search_space_path]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ConfigError(
+                f"Experiment {self.name!r}: search_space {self.search_space_path!r} not found "
+                f"(looked in {base} and {base.parent})."
+            )
+        space = load_search_space(found)
+        space.config = {**self.config, **space.config}
+        space.stop = dict(self.stop)
+        return space
 
     def algo_config(self, **overrides: Any) -> AlgorithmConfig:
         """The experiment's config, with `overrides` (e.g. `seed=3`) on top."""
@@ -79,6 +111,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         stop=dict(data["stop"]),
         target=dict(target),
         description=data.get("description", ""),
+        search_space_path=data.get("search_space"),
+        num_samples=int(data.get("num_samples", 8)),
         path=path,
     )
     experiment.algo_config().validate()
@@ -104,10 +138,15 @@ def should_stop(result: dict[str, Any], stop: dict[str, float]) -> bool:
     return False
 
 
-def run_experiment(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
-    """Runs one trial of an experiment in this process until its stop criteria; returns the
-    last result, with `reached_target` added."""
+def run_experiment(path: str | os.PathLike, sweep: bool = False, **overrides: Any):
+    """Runs one trial of an experiment in this process until its stop criteria and returns
+    the last result, with `reached_target` added; with `sweep=True` (for an experiment that
+    names a search_space) runs its sweep with Tune and returns the ResultGrid."""
     experiment = load_experiment(path)
+    if sweep:
+        from tunerl.tuning.sweep import run_sweep
+
+        return run_sweep(experiment.search_space(), num_samples=experiment.num_samples, **overrides)
     algo = experiment.algo_config(**overrides).build_algo()
     try:
         while True:

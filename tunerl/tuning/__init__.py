@@ -1,0 +1,39 @@
+"""Sweeps over tunerl algorithms: search spaces as data, Optuna and schedulers through Tune,
+honest ranking, export and plots. Thin helpers over `ray.tune`, not a second scheduler."""
+
+from tunerl.tuning.ranking import (
+    TrialScore,
+    evaluate_checkpoint,
+    export_best,
+    load_results,
+    normalized_score,
+    rank_trials,
+    reevaluate,
+    score_history,
+)
+from tunerl.tuning.search_space import (
+    SearchSpace,
+    SearchSpaceError,
+    load_search_space,
+    search_space_from_dict,
+)
+from tunerl.tuning.sweep import build_tuner, make_sampler, resume_sweep, run_sweep
+
+__all__ = [
+    "SearchSpace",
+    "SearchSpaceError",
+    "TrialScore",
+    "build_tuner",
+    "evaluate_checkpoint",
+    "export_best",
+    "load_results",
+    "load_search_space",
+    "make_sampler",
+    "normalized_score",
+    "rank_trials",
+    "reevaluate",
+    "resume_sweep",
+    "run_sweep",
+    "score_history",
+    "search_space_from_dict",
+]

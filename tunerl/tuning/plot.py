@@ -1,0 +1,98 @@
+"""Plots of a sweep: learning curves (return vs env steps, one line per trial, best
+highlighted) and the search (score vs each searched hyperparameter). Needs matplotlib
+(`pip install 'tunerl[tune]'`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from tunerl.core import metrics as m
+from tunerl.core.config import ConfigError
+from tunerl.tuning.ranking import load_results, rank_trials
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def varied_numeric_fields(configs: list[dict]) -> list[str]:
+    """Config fields that hold numbers and differ between trials: the searched ones."""
+    flats = [_flatten(c) for c in configs]
+    names = set().union(*flats) if flats else set()
+    varied = []
+    for name in sorted(names):
+        values = [f.get(name) for f in flats]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric and len({float(v) for v in values}) > 1 and name != "seed":
+            varied.append(name)
+    return varied
+
+
+def plot_experiment(
+    experiment_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    metric: str = m.EPISODE_RETURN_MEAN_KEY,
+    mode: str = "max",
+) -> Path:
+    """Writes a PNG (default `<experiment>/sweep.png`) and returns its path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("tunerl plot needs matplotlib: pip install 'tunerl[tune]'.") from None
+
+    results = load_results(experiment_path, metric, mode)
+    ranked = rank_trials(results, metric, mode)
+    if not ranked:
+        raise ConfigError(f"{experiment_path} has no trials to plot.")
+    best_path = ranked[0].path
+    fields = varied_numeric_fields([s.config for s in ranked])
+    columns = 1 + max(1, len(fields))
+    fig, axes = plt.subplots(1, columns, figsize=(5 * columns, 4), squeeze=False)
+    curves = axes[0][0]
+    for result in results:
+        history = result.metrics_dataframe
+        if history is None or metric not in history:
+            continue
+        is_best = result.path == best_path
+        curves.plot(
+            history[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
+            history[metric],
+            color="tab:red" if is_best else "tab:gray",
+            alpha=1.0 if is_best else 0.5,
+            linewidth=2.0 if is_best else 1.0,
+            label="best" if is_best else None,
+        )
+    curves.set_xlabel("env steps")
+    curves.set_ylabel(metric)
+    curves.set_title("learning curves")
+    curves.legend(loc="lower right")
+    flats = [(_flatten(s.config), s.score) for s in ranked if not math.isnan(s.score)]
+    for axis, name in zip(axes[0][1:], fields):
+        xs = [f[name] for f, _ in flats]
+        ys = [score for _, score in flats]
+        axis.scatter(xs, ys, color="tab:blue")
+        if flats and name in flats[0][0]:
+            axis.scatter([flats[0][0][name]], [flats[0][1]], color="tab:red", zorder=3)
+        if name in ("lr",) or (xs and min(xs) > 0 and max(xs) / min(xs) > 20):
+            axis.set_xscale("log")
+        axis.set_xlabel(name)
+        axis.set_ylabel(f"final {metric}")
+    if not fields:
+        axes[0][1].set_axis_off()
+    fig.tight_layout()
+    out = Path(out_path) if out_path else Path(experiment_path) / "sweep.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out.absolute()
