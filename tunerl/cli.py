@@ -260,6 +260,12 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(match.group(1).split("=")[0], options, n=1)
             if close:
                 message += f" (did you mean {close[0]}?)"
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.4)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

@@ -144,16 +144,7 @@ class SearchSpace:
         """A define-by-run function for `OptunaSearch(space=...)`: suggests each parameter
         whose condition holds, and returns the decoded values (which override the raw
         suggestions in the trial's config)."""
-        params = list(self.params)
-
-        def define_by_run(trial) -> dict[str, Any]:
-            values: dict[str, Any] = {}
-            for param in params:
-                if all(values.get(key) == value for key, value in param.when.items()):
-                    values[param.name] = param.suggest(trial)
-            return values
-
-        return define_by_run
+        return DefineByRun(list(self.params))
 
     def points_for_optuna(self) -> list[dict[str, Any]]:
         """`points_to_evaluate` as Optuna enqueues them (JSON text for non-scalar choices)."""
@@ -170,6 +161,20 @@ class SearchSpace:
 
     def num_grid_points(self) -> int:
         return math.prod(len(p.args) for p in self.params if p.distribution == "grid")
+
+
+@dataclass
+class DefineByRun:
+    """A picklable define-by-run function (Tune saves the searcher with the experiment)."""
+
+    params: list[Param]
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if all(values.get(key) == value for key, value in param.when.items()):
+                values[param.name] = param.suggest(trial)
+        return values
 
 
 def _conditional_sampler(param: Param, default: Any) -> Callable:
