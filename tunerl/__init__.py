@@ -7,7 +7,9 @@ result = algo.train()
 
 __version__ = "0.1.0"
 
+from tunerl.algorithms.dqn import DQN, DQNConfig  # noqa: E402
 from tunerl.algorithms.ppo import PPO, PPOConfig  # noqa: E402
+from tunerl.algorithms.sac import SAC, SACConfig  # noqa: E402
 from tunerl.core.algorithm import Algorithm  # noqa: E402
 from tunerl.core.callbacks import Callbacks  # noqa: E402
 from tunerl.core.checkpoint_io import CheckpointError  # noqa: E402
@@ -19,7 +21,7 @@ from tunerl.core.rl_module import DefaultRLModule, RLModule, RLModuleSpec  # noq
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples  # noqa: E402
 from tunerl.env.registry import EnvError, register_env  # noqa: E402
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"PPO": PPO}
+ALGORITHMS: dict[str, type[Algorithm]] = {"PPO": PPO, "DQN": DQN, "SAC": SAC}
 
 
 def _register_with_tune() -> None:
@@ -50,6 +52,8 @@ _install_ray_init_hook()
 
 __all__ = [
     "ALGORITHMS",
+    "DQN",
+    "DQNConfig",
     "PPO",
     "Algorithm",
     "AlgorithmConfig",
@@ -65,6 +69,8 @@ __all__ = [
     "PPOConfig",
     "RLModule",
     "RLModuleSpec",
+    "SAC",
+    "SACConfig",
     "SampleBatch",
     "concat_samples",
     "register_env",

@@ -339,8 +339,10 @@ class Algorithm(tune.Trainable):
                 "episode_returns": list(self._episode_stats.returns),
                 "episode_lengths": list(self._episode_stats.lengths),
                 "last_evaluation": self._last_evaluation,
+                "extra": self.get_extra_state(),
             },
         )
+        self.save_extra_files(directory)
         checkpoint_io.write_manifest(directory)
         return checkpoint_dir
 
@@ -370,6 +372,8 @@ class Algorithm(tune.Trainable):
         self._episode_stats.extend(state["episode_returns"], state["episode_lengths"])
         self._episode_stats.num_new_episodes = 0
         self._last_evaluation = state["last_evaluation"]
+        self.set_extra_state(state.get("extra", {}))
+        self.load_extra_files(directory)
         # Runners start fresh episodes, seeded from the restored stream: two restores of one
         # checkpoint continue identically.
         self.env_runner_group.reset()
@@ -377,6 +381,20 @@ class Algorithm(tune.Trainable):
             self.eval_env_runner_group.reset()
         self._sync_weights()
         self.callbacks.on_checkpoint_loaded(algorithm=self)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """JSON-able state of an algorithm's own (e.g. DQN's target-update counter)."""
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    def save_extra_files(self, directory: Path) -> None:
+        """Writes an algorithm's own files into a checkpoint (e.g. a replay buffer); they are
+        covered by the manifest."""
+
+    def load_extra_files(self, directory: Path) -> None:
+        """Reads what `save_extra_files` wrote (the manifest was checked already)."""
 
     def save_to_path(self, path: str | os.PathLike | None = None) -> str:
         """Writes a checkpoint to `path` (default: `checkpoint_<iteration>` in the logdir),

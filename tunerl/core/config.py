@@ -170,6 +170,14 @@ def _f(section: str, default: Any, doc: str, *types: type, **rules: Any) -> Fiel
     return Field(section, default, doc, types, **rules)
 
 
+def with_defaults(fields: dict[str, Field], defaults: dict[str, Any]) -> dict[str, Field]:
+    """`fields` with some defaults replaced: how an algorithm's config sets its own."""
+    return {
+        name: dataclasses.replace(field, default=defaults.get(name, field.default))
+        for name, field in fields.items()
+    }
+
+
 class AlgorithmConfig(_Config):
     """Settings of an algorithm; `PPOConfig` and friends add their own training fields.
 

@@ -66,3 +66,43 @@ class DiagGaussian:
             + (self.std.pow(2) + (self.mean - other.mean).pow(2)) / (2 * other.std.pow(2))
             - 0.5
         ).sum(-1)
+
+
+class TanhGaussian:
+    """A Gaussian squashed by tanh into (-1, 1) (SAC's policy, Haarnoja et al. 2018,
+    appendix C). Inputs are means then log-stds; log-stds are clamped to [-20, 2]."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+    def __init__(self, inputs: torch.Tensor):
+        self.mean, log_std = inputs.chunk(2, dim=-1)
+        self.log_std = log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        self.std = self.log_std.exp()
+
+    def _logp_pre_tanh(self, u: torch.Tensor) -> torch.Tensor:
+        z = (u - self.mean) / self.std
+        gaussian = (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+        correction = (2.0 * (math.log(2.0) - u - torch.nn.functional.softplus(-2.0 * u))).sum(-1)
+        return gaussian - correction
+
+    def rsample_with_logp(
+        self, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized sample (gradients flow to mean and std) and its log-prob."""
+        noise = torch.randn(
+            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
+        )
+        u = self.mean + self.std * noise
+        return torch.tanh(u), self._logp_pre_tanh(u)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.rsample_with_logp(generator)[0]
+
+    def deterministic_sample(self) -> torch.Tensor:
+        return torch.tanh(self.mean)
+
+    def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        # Actions at exactly +-1 have no finite pre-image; clamp just inside.
+        u = torch.atanh(actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return self._logp_pre_tanh(u)

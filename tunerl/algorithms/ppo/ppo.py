@@ -11,7 +11,7 @@ import torch
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
-from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f
+from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.learner import Learner
 from tunerl.core.postprocessing import add_gae
 from tunerl.core.rl_module import RLModule, observation_moments
@@ -32,10 +32,7 @@ class PPOConfig(AlgorithmConfig):
     """PPO's settings: AlgorithmConfig's plus the training fields below."""
 
     FIELDS: dict[str, Field] = {
-        **{
-            name: Field(**{**field.__dict__, "default": _PPO_DEFAULTS.get(name, field.default)})
-            for name, field in AlgorithmConfig.FIELDS.items()
-        },
+        **with_defaults(AlgorithmConfig.FIELDS, _PPO_DEFAULTS),
         "lambda_": _f(
             "training",
             0.95,

@@ -1,0 +1,269 @@
+"""DQN with the Rainbow pieces that pay on small problems: double Q (van Hasselt et al.
+2016), dueling heads (Wang et al. 2016), n-step returns and prioritized replay (Hessel et al.
+2018). In the order of the algorithm: config -> loss -> learner -> training_step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunerl.algorithms.dqn.dqn_module import Q_VALUES, DQNModule
+from tunerl.core import columns as c
+from tunerl.core import metrics as m
+from tunerl.core.algorithm import Algorithm
+from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
+from tunerl.core.learner import Learner, scheduled_value
+from tunerl.core.off_policy import load_buffer, save_buffer, updates_due
+from tunerl.core.replay_buffers import (
+    N_STEP_DISCOUNT,
+    WEIGHTS,
+    ReplayBuffer,
+    check_buffer_config,
+    make_replay_buffer,
+    n_step_transitions,
+)
+from tunerl.core.rl_module import RLModuleSpec, observation_moments
+
+# ----------------------------------------------------------------------------- config
+_DQN_DEFAULTS = {
+    # Defaults that solve CartPole-v1 untuned.
+    "lr": 1e-3,
+    "gamma": 0.99,
+    "num_envs_per_env_runner": 4,
+    "rollout_fragment_length": 4,
+    "train_batch_size_per_learner": 64,
+    "minibatch_size": 64,
+    "grad_clip": 10.0,
+    "min_sample_timesteps_per_iteration": 1000,
+    "model_config": {"fcnet_hiddens": [64, 64], "fcnet_activation": "relu", "dueling": True},
+}
+
+
+class DQNConfig(AlgorithmConfig):
+    """DQN's settings: AlgorithmConfig's plus the training fields below."""
+
+    FIELDS: dict[str, Field] = {
+        **with_defaults(AlgorithmConfig.FIELDS, _DQN_DEFAULTS),
+        "replay_buffer_config": _f(
+            "training",
+            {"type": "PrioritizedReplayBuffer", "capacity": 50_000, "alpha": 0.6, "beta": 0.4},
+            "Replay buffer: type ReplayBuffer or PrioritizedReplayBuffer, capacity in "
+            "transitions, alpha and beta (prioritized).",
+            check=check_buffer_config,
+        ),
+        "beta_annealing_steps": _f(
+            "training",
+            100_000,
+            "Env steps over which prioritized replay's beta rises linearly to 1.",
+            int,
+            low=1,
+        ),
+        "num_steps_sampled_before_learning_starts": _f(
+            "training", 1000, "Env steps collected before the first update.", int, low=0
+        ),
+        "training_intensity": _f(
+            "training",
+            4.0,
+            "Replayed transitions per sampled env step.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
+        "target_network_update_freq": _f(
+            "training", 500, "Env steps between hard target updates (with tau = 1).", int, low=1
+        ),
+        "tau": _f(
+            "training",
+            1.0,
+            "Target update: 1 copies every target_network_update_freq "
+            "steps; < 1 moves the target by tau after every update.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+            high=1,
+        ),
+        "double_q": _f(
+            "training",
+            True,
+            "Pick the next action with the online net and rate it with the target net.",
+            bool,
+        ),
+        "n_step": _f(
+            "training", 3, "Steps summed in each return before bootstrapping.", int, low=1
+        ),
+        "epsilon": _f(
+            "training",
+            [[0, 1.0], [10_000, 0.02]],
+            "Exploration: a constant or [[env_step, epsilon], ...] interpolated linearly.",
+            check=lambda v: (
+                None if isinstance(v, int | float | list) else "must be a number or a schedule"
+            ),
+        ),
+        "td_error_loss_fn": _f(
+            "training", "huber", "Loss on the TD error.", choices=("huber", "mse")
+        ),
+        "store_buffer_in_checkpoints": _f(
+            "training",
+            False,
+            "Write the replay buffer into checkpoints, so a restored run continues with it.",
+            bool,
+        ),
+    }
+
+    def __init__(self, algo_class: type[Algorithm] | None = None):
+        super().__init__(algo_class=algo_class or DQN)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rl_module_spec is None and self.rollout_fragment_length == "auto":
+            raise ConfigError(
+                "DQN needs an integer rollout_fragment_length (steps per sub-env "
+                "between updates), not 'auto'."
+            )
+
+
+# ------------------------------------------------------------------------------- loss
+def dqn_loss(
+    module: DQNModule, batch: dict[str, torch.Tensor], config: DQNConfig
+) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
+    """TD loss on n-step targets; returns (loss, stats, per-sample TD errors)."""
+    q_values = module.forward_train({c.OBS: batch[c.OBS]})[Q_VALUES]
+    q_taken = q_values.gather(-1, batch[c.ACTIONS].long().unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        next_target = module.target_q_values(batch[c.NEW_OBS])
+        if config.double_q:
+            next_online = module.forward_train({c.OBS: batch[c.NEW_OBS]})[Q_VALUES]
+            next_actions = next_online.argmax(dim=-1, keepdim=True)
+        else:
+            next_actions = next_target.argmax(dim=-1, keepdim=True)
+        next_q = next_target.gather(-1, next_actions).squeeze(-1)
+        not_terminated = 1.0 - batch[c.TERMINATEDS].float()
+        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
+    td_errors = q_taken - targets
+    if config.td_error_loss_fn == "huber":
+        per_sample = torch.nn.functional.huber_loss(q_taken, targets, reduction="none")
+    else:
+        per_sample = td_errors.pow(2)
+    weights = batch.get(WEIGHTS)
+    loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
+    stats = {
+        m.QF_LOSS: loss.detach(),
+        m.QF_MEAN: q_taken.detach().mean(),
+        m.TD_ERROR_MEAN: td_errors.detach().abs().mean(),
+    }
+    return loss, stats, td_errors.detach()
+
+
+class DQNLearner(Learner):
+    """One SGD step per replayed batch on `dqn_loss`."""
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        loss, stats, self.last_td_errors = dqn_loss(self.module, batch, self.config)
+        return loss, stats
+
+    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
+        self.set_lr(num_env_steps_sampled_lifetime)
+        tensors = {
+            key: torch.as_tensor(value, device=self.device)
+            for key, value in batch.items()
+            if key != "batch_indexes"
+        }
+        loss, stats = self.compute_loss(tensors)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.q_net.parameters(), clip)
+        self.optimizer.step()
+        return {**{k: float(v) for k, v in stats.items()}, m.GRAD_NORM: float(grad_norm)}
+
+
+# ----------------------------------------------------------------------- training_step
+class DQN(Algorithm):
+    config_class = DQNConfig
+    learner_class = DQNLearner
+
+    def _module_spec(self) -> RLModuleSpec:
+        spec = super()._module_spec()
+        if self.config.rl_module_spec is None or spec.module_class is None:
+            spec.module_class = DQNModule
+        return spec
+
+    def _build(self) -> None:
+        super()._build()
+        self.replay_buffer: ReplayBuffer = make_replay_buffer(
+            self.config.replay_buffer_config, seed=self._draw_seed()
+        )
+        self._update_credit = 0.0  # fractional updates owed (training_intensity)
+        self._steps_since_target_update = 0
+        self._set_epsilon()
+
+    def _set_epsilon(self) -> float:
+        steps = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        epsilon = scheduled_value(self.config.epsilon, steps)
+        self.learner.module.epsilon.fill_(epsilon)
+        return epsilon
+
+    def training_step(self) -> dict[str, Any]:
+        config = self.config
+        # 1. sample, as n-step transitions into the buffer
+        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
+        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        self.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        stats: dict[str, float] = {}
+        # 2. learn: training_intensity replayed transitions per sampled step
+        with self._timer(m.LEARN_TIMER):
+            if sampled >= config.num_steps_sampled_before_learning_starts:
+                num_updates, self._update_credit = updates_due(
+                    self._update_credit,
+                    len(batch),
+                    config.training_intensity,
+                    config.train_batch_size_per_learner,
+                )
+                beta0 = config.replay_buffer_config.get("beta", 0.4)
+                beta = beta0 + (1.0 - beta0) * min(1.0, sampled / config.beta_annealing_steps)
+                for _ in range(num_updates):
+                    replay = self.replay_buffer.sample(
+                        config.train_batch_size_per_learner, beta=beta
+                    )
+                    stats = self.learner.update(replay, sampled)
+                    self.replay_buffer.update_priorities(
+                        replay["batch_indexes"], self.learner.last_td_errors.cpu().numpy()
+                    )
+                    self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(replay)
+                    if config.tau < 1.0:
+                        self.learner.module.update_target(config.tau)
+            self._steps_since_target_update += len(batch)
+            if config.tau >= 1.0 and (
+                self._steps_since_target_update >= config.target_network_update_freq
+            ):
+                self.learner.module.update_target(1.0)
+                self._steps_since_target_update = 0
+            normalizer = self.learner.module.obs_normalizer
+            if normalizer is not None:
+                normalizer.update(*observation_moments(batch[c.OBS]))
+        stats[m.CURR_EPSILON] = self._set_epsilon()
+        # 3. sync
+        self._sync_weights()
+        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
+
+    # ----------------------------------------------------------------- checkpoints
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "update_credit": self._update_credit,
+            "steps_since_target_update": self._steps_since_target_update,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._update_credit = float(state.get("update_credit", 0.0))
+        self._steps_since_target_update = int(state.get("steps_since_target_update", 0))
+
+    def save_extra_files(self, directory: Path) -> None:
+        save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
+
+    def load_extra_files(self, directory: Path) -> None:
+        load_buffer(self.replay_buffer, directory)
+        self._set_epsilon()

@@ -1,0 +1,94 @@
+"""DQN's module: Q-values from an MLP with optional dueling heads, a target copy, and
+epsilon-greedy acting expressed as a categorical distribution.
+
+Epsilon is a buffer of the module, so the learner's schedule reaches the env runners with
+every weight sync, and `action_dist_inputs` are the log-probabilities of epsilon-greedy:
+log(eps / n + (1 - eps) * [a == argmax Q]).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from tunerl.core import columns as c
+from tunerl.core.rl_module import MLP, RLModule, UnsupportedSpaceError, _head
+
+Q_VALUES = "q_values"
+
+
+class QNetwork(nn.Module):
+    def __init__(
+        self, obs_dim: int, num_actions: int, hiddens: list[int], activation: str, dueling: bool
+    ):
+        super().__init__()
+        self.encoder = MLP([obs_dim, *hiddens], activation)
+        last = hiddens[-1] if hiddens else obs_dim
+        self.dueling = dueling
+        self.advantage = _head(last, num_actions, gain=1.0)
+        self.value = _head(last, 1, gain=1.0) if dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(obs)
+        advantages = self.advantage(features)
+        if self.value is None:
+            return advantages
+        # Wang et al. 2016, eq. 9: subtracting the mean advantage makes V and A identifiable.
+        return self.value(features) + advantages - advantages.mean(dim=-1, keepdim=True)
+
+
+class DQNModule(RLModule):
+    """`model_config`: fcnet_hiddens, fcnet_activation, dueling (default True)."""
+
+    def setup(self) -> None:
+        if not isinstance(self.action_space, gym.spaces.Discrete):
+            raise UnsupportedSpaceError(
+                f"DQN needs a Discrete action space, got {self.action_space}; use SAC or PPO "
+                "for continuous actions."
+            )
+        if not isinstance(self.observation_space, gym.spaces.Box):
+            raise UnsupportedSpaceError(
+                f"DQN's default module needs a Box observation space, got {self.observation_space}."
+            )
+        self.num_actions = int(self.action_space.n)
+        obs_dim = int(torch.tensor(self.observation_space.shape).prod())
+        config = self.model_config
+        self.q_net = QNetwork(
+            obs_dim,
+            self.num_actions,
+            list(config["fcnet_hiddens"]),
+            config["fcnet_activation"],
+            bool(config.get("dueling", True)),
+        )
+        self.target_q_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.register_buffer("epsilon", torch.tensor(1.0))
+
+    def _flat(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.reshape(obs.shape[0], -1).float()
+
+    def _forward(self, batch):
+        q = self.q_net(self._flat(batch[c.OBS]))
+        return {Q_VALUES: q, c.ACTION_DIST_INPUTS: q}
+
+    def _forward_exploration(self, batch):
+        q = self.q_net(self._flat(batch[c.OBS]))
+        greedy = nn.functional.one_hot(q.argmax(dim=-1), self.num_actions).to(q.dtype)
+        probs = self.epsilon / self.num_actions + (1.0 - self.epsilon) * greedy
+        return {Q_VALUES: q, c.ACTION_DIST_INPUTS: probs.clamp_min(1e-12).log()}
+
+    def target_q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.target_q_net(self._flat(self._preprocess({c.OBS: obs})[c.OBS]))
+
+    def update_target(self, tau: float) -> None:
+        """target <- tau * online + (1 - tau) * target (tau = 1: a hard copy)."""
+        with torch.no_grad():
+            online = list(self.q_net.parameters())
+            target = list(self.target_q_net.parameters())
+            if tau >= 1.0:
+                torch._foreach_copy_(target, online)
+            else:
+                torch._foreach_lerp_(target, online, tau)

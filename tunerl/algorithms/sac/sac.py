@@ -1,0 +1,272 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "SAC Algorithms and Applications"): twin Q
+critics with Polyak-averaged targets, a squashed-Gaussian actor, and automatic entropy
+tuning. In the order of the algorithm: config -> losses -> learner -> training_step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunerl.algorithms.sac.sac_module import SACModule
+from tunerl.core import columns as c
+from tunerl.core import metrics as m
+from tunerl.core.algorithm import Algorithm
+from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
+from tunerl.core.distributions import TanhGaussian
+from tunerl.core.learner import Learner
+from tunerl.core.off_policy import load_buffer, save_buffer, updates_due
+from tunerl.core.optim import Adam
+from tunerl.core.replay_buffers import (
+    N_STEP_DISCOUNT,
+    WEIGHTS,
+    ReplayBuffer,
+    check_buffer_config,
+    make_replay_buffer,
+    n_step_transitions,
+)
+from tunerl.core.rl_module import RLModuleSpec
+
+# ----------------------------------------------------------------------------- config
+_SAC_DEFAULTS = {
+    # Defaults that solve Pendulum-v1 untuned.
+    "gamma": 0.99,
+    "num_envs_per_env_runner": 1,
+    "rollout_fragment_length": 1,
+    "train_batch_size_per_learner": 256,
+    "minibatch_size": 256,
+    "min_sample_timesteps_per_iteration": 1000,
+    "model_config": {"fcnet_hiddens": [256, 256], "fcnet_activation": "relu"},
+}
+
+
+def _check_target_entropy(value: Any) -> str | None:
+    if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    return "must be 'auto' (minus the action dimension) or a number"
+
+
+class SACConfig(AlgorithmConfig):
+    """SAC's settings: AlgorithmConfig's plus the training fields below (`lr` is unused:
+    actor, critic and alpha each have their own)."""
+
+    FIELDS: dict[str, Field] = {
+        **with_defaults(AlgorithmConfig.FIELDS, _SAC_DEFAULTS),
+        "actor_lr": _f(
+            "training", 3e-4, "Actor learning rate.", *NUMBER, low=0, low_exclusive=True
+        ),
+        "critic_lr": _f(
+            "training", 3e-4, "Critics' learning rate.", *NUMBER, low=0, low_exclusive=True
+        ),
+        "alpha_lr": _f(
+            "training",
+            3e-4,
+            "Entropy temperature's learning rate.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
+        "tau": _f(
+            "training",
+            0.005,
+            "Polyak step of the target critics per update.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+            high=1,
+        ),
+        "target_entropy": _f(
+            "training",
+            "auto",
+            "Entropy the temperature aims for; 'auto' is minus the action dimension.",
+            check=_check_target_entropy,
+        ),
+        "initial_alpha": _f(
+            "training", 1.0, "Starting entropy temperature.", *NUMBER, low=0, low_exclusive=True
+        ),
+        "n_step": _f(
+            "training", 1, "Steps summed in each return before bootstrapping.", int, low=1
+        ),
+        "replay_buffer_config": _f(
+            "training",
+            {"type": "ReplayBuffer", "capacity": 100_000},
+            "Replay buffer: type, capacity (and alpha, beta when prioritized).",
+            check=check_buffer_config,
+        ),
+        "num_steps_sampled_before_learning_starts": _f(
+            "training", 1000, "Env steps collected before the first update.", int, low=0
+        ),
+        "training_intensity": _f(
+            "training",
+            256.0,
+            "Replayed transitions per sampled env step (256: one update of 256 per step).",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
+        "store_buffer_in_checkpoints": _f(
+            "training", False, "Write the replay buffer into checkpoints.", bool
+        ),
+    }
+
+    def __init__(self, algo_class: type[Algorithm] | None = None):
+        super().__init__(algo_class=algo_class or SAC)
+
+
+# ----------------------------------------------------------------------------- losses
+def critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))."""
+    alpha = module.log_alpha.exp().detach()
+    with torch.no_grad():
+        next_dist = TanhGaussian(
+            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
+        )
+        next_actions, next_logp = next_dist.rsample_with_logp()
+        next_q = module.target_min_q(batch[c.NEW_OBS], next_actions) - alpha * next_logp
+        not_terminated = 1.0 - batch[c.TERMINATEDS].float()
+        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
+    q1, q2 = module.q_values(batch[c.OBS], batch[c.ACTIONS])
+    weights = batch.get(WEIGHTS, torch.ones_like(q1))
+    loss = 0.5 * (weights * ((q1 - targets).pow(2) + (q2 - targets).pow(2))).mean()
+    return loss, {
+        m.QF_LOSS: loss.detach(),
+        m.QF_MEAN: q1.detach().mean(),
+        "td_errors": (q1 - targets).detach(),
+    }
+
+
+def actor_and_alpha_losses(
+    module: SACModule, batch: dict[str, torch.Tensor], target_entropy: float
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a. Alpha:
+    move log(alpha) so the policy's entropy approaches `target_entropy`."""
+    dist = TanhGaussian(module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS])
+    actions, logp = dist.rsample_with_logp()
+    q1, q2 = module.q_values(batch[c.OBS], actions)
+    alpha = module.log_alpha.exp()
+    actor_loss = (alpha.detach() * logp - torch.min(q1, q2)).mean()
+    alpha_loss = -(module.log_alpha * (logp.detach() + target_entropy)).mean()
+    return (
+        actor_loss,
+        alpha_loss,
+        {
+            m.ACTOR_LOSS: actor_loss.detach(),
+            m.ALPHA_LOSS: alpha_loss.detach(),
+            m.ALPHA_VALUE: alpha.detach(),
+            m.ENTROPY: -logp.detach().mean(),
+        },
+    )
+
+
+class SACOptimizers:
+    """Actor, critic and alpha optimizers, saved and loaded as one."""
+
+    def __init__(self, module: SACModule, config: SACConfig):
+        self.actor = Adam(module.actor_parameters(), lr=config.actor_lr)
+        self.critic = Adam(module.critic_parameters(), lr=config.critic_lr)
+        self.alpha = Adam([module.log_alpha], lr=config.alpha_lr)
+        self.param_groups: list[dict] = []  # the learning rates are the config's own
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in ("actor", "critic", "alpha")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("actor", "critic", "alpha"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+class SACLearner(Learner):
+    """One critic, actor and alpha step per replayed batch, then the target update."""
+
+    def build_optimizer(self) -> SACOptimizers:
+        return SACOptimizers(self.module, self.config)
+
+    def target_entropy(self) -> float:
+        if self.config.target_entropy == "auto":
+            return -float(self.module.action_space.shape[0])
+        return float(self.config.target_entropy)
+
+    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
+        opt = self.optimizer
+        tensors = {
+            key: torch.as_tensor(value, device=self.device)
+            for key, value in batch.items()
+            if key != "batch_indexes"
+        }
+        loss, critic_stats = critic_loss(self.module, tensors)
+        opt.critic.zero_grad()
+        loss.backward()
+        opt.critic.step()
+        self.last_td_errors = critic_stats.pop("td_errors")
+        actor_loss, alpha_loss, actor_stats = actor_and_alpha_losses(
+            self.module, tensors, self.target_entropy()
+        )
+        opt.actor.zero_grad()
+        opt.alpha.zero_grad()
+        (actor_loss + alpha_loss).backward()  # disjoint parameters: one backward serves both
+        opt.actor.step()
+        opt.alpha.step()
+        self.module.update_targets(self.config.tau)
+        return {key: float(value) for key, value in {**critic_stats, **actor_stats}.items()}
+
+
+# ----------------------------------------------------------------------- training_step
+class SAC(Algorithm):
+    config_class = SACConfig
+    learner_class = SACLearner
+
+    def _module_spec(self) -> RLModuleSpec:
+        spec = super()._module_spec()
+        if spec.module_class is None:
+            spec.module_class = SACModule
+        spec.model_config = {"initial_alpha": self.config.initial_alpha, **spec.model_config}
+        return spec
+
+    def _build(self) -> None:
+        super()._build()
+        self.replay_buffer: ReplayBuffer = make_replay_buffer(
+            self.config.replay_buffer_config, seed=self._draw_seed()
+        )
+        self._update_credit = 0.0
+
+    def training_step(self) -> dict[str, Any]:
+        config = self.config
+        # 1. sample into the buffer
+        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
+        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        self.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        stats: dict[str, float] = {}
+        # 2. learn
+        with self._timer(m.LEARN_TIMER):
+            if sampled >= config.num_steps_sampled_before_learning_starts:
+                num_updates, self._update_credit = updates_due(
+                    self._update_credit,
+                    len(batch),
+                    config.training_intensity,
+                    config.train_batch_size_per_learner,
+                )
+                for _ in range(num_updates):
+                    replay = self.replay_buffer.sample(config.train_batch_size_per_learner)
+                    stats = self.learner.update(replay, sampled)
+                    self.replay_buffer.update_priorities(
+                        replay["batch_indexes"], self.learner.last_td_errors.cpu().numpy()
+                    )
+                    self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(replay)
+        # 3. sync
+        self._sync_weights()
+        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"update_credit": self._update_credit}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._update_credit = float(state.get("update_credit", 0.0))
+
+    def save_extra_files(self, directory: Path) -> None:
+        save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
+
+    def load_extra_files(self, directory: Path) -> None:
+        load_buffer(self.replay_buffer, directory)

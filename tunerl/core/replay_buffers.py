@@ -1,0 +1,278 @@
+"""Replay buffers over numpy storage, and n-step transitions.
+
+`ReplayBuffer` samples uniformly; `PrioritizedReplayBuffer` samples transition i with
+probability p_i^alpha / sum_j p_j^alpha through a sum-tree and returns importance weights
+(N * P(i))^-beta / max_j (N * P(j))^-beta (Schaul et al. 2016). Capacity is in transitions;
+the oldest are overwritten first. State (`get_state`/`set_state`) is plain numpy arrays and
+numbers, written with `np.savez` and read with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunerl.core import columns as c
+from tunerl.core.postprocessing import trajectory_ends
+from tunerl.core.sample_batch import SampleBatch
+
+N_STEP_DISCOUNT = "n_step_discount"
+BATCH_INDEXES = "batch_indexes"
+WEIGHTS = "weights"
+
+
+def n_step_transitions(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
+    """Turns one-step rows into n-step transitions, without crossing an episode end or a
+    fragment end: row t gets r_t + gamma r_{t+1} + ... over k <= n steps, the `new_obs` and
+    `terminateds` of its k-th step, and `n_step_discount` = gamma^k for the bootstrap term.
+    A truncation ends the sum like a termination but keeps bootstrapping (`terminateds`
+    stays False), so the return beyond the time limit is estimated, not assumed zero."""
+    if n < 1:
+        raise ValueError(f"n_step must be >= 1, got {n}.")
+    rows = len(batch)
+    rewards = batch[c.REWARDS].astype(np.float64)
+    ends = trajectory_ends(batch)
+    # end_of[t]: the last row of t's trajectory piece.
+    end_of = np.empty(rows, dtype=np.int64)
+    last = rows - 1
+    for t in range(rows - 1, -1, -1):
+        if ends[t]:
+            last = t
+        end_of[t] = last
+    final = np.minimum(np.arange(rows) + n - 1, end_of)
+    n_rewards = np.zeros(rows, dtype=np.float64)
+    for k in range(n):
+        index = np.arange(rows) + k
+        valid = index <= final
+        n_rewards[valid] += gamma**k * rewards[index[valid]]
+    steps = final - np.arange(rows) + 1
+    out = SampleBatch(
+        {
+            c.OBS: batch[c.OBS],
+            c.ACTIONS: batch[c.ACTIONS],
+            c.REWARDS: n_rewards.astype(np.float32),
+            c.NEW_OBS: batch[c.NEW_OBS][final],
+            c.TERMINATEDS: batch[c.TERMINATEDS][final],
+            N_STEP_DISCOUNT: (gamma**steps).astype(np.float32),
+        }
+    )
+    return out
+
+
+class ReplayBuffer:
+    """Uniform replay of transitions (dicts of equally long arrays)."""
+
+    def __init__(self, capacity: int, seed: int | None = None):
+        if capacity < 1:
+            raise ValueError(f"capacity must be a positive number of transitions, got {capacity}.")
+        self.capacity = int(capacity)
+        self.storage: dict[str, np.ndarray] = {}
+        self.size = 0
+        self.next_index = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: SampleBatch) -> np.ndarray:
+        """Stores the rows of `batch`; returns the slots they went to."""
+        count = len(batch)
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        if not self.storage:
+            self.storage = {
+                key: np.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
+                for key, value in batch.items()
+            }
+        elif set(batch) != set(self.storage):
+            raise ValueError(
+                f"Batch columns {sorted(batch)} differ from the buffer's {sorted(self.storage)}."
+            )
+        slots = (self.next_index + np.arange(count)) % self.capacity
+        for key, value in batch.items():
+            self.storage[key][slots] = value
+        self.next_index = int((self.next_index + count) % self.capacity)
+        self.size = min(self.size + count, self.capacity)
+        return slots
+
+    def sample(self, batch_size: int, **kwargs: Any) -> SampleBatch:
+        if self.size == 0:
+            raise ValueError("Cannot sample from an empty replay buffer.")
+        slots = self.rng.integers(0, self.size, size=batch_size)
+        return self._gather(slots)
+
+    def _gather(self, slots: np.ndarray) -> SampleBatch:
+        batch = SampleBatch({key: value[slots] for key, value in self.storage.items()})
+        batch[BATCH_INDEXES] = slots
+        return batch
+
+    def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
+        """Uniform replay has no priorities."""
+
+    # ------------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = {f"storage/{key}": value[: self.size] for key, value in self.storage.items()}
+        state["meta"] = np.array([self.capacity, self.size, self.next_index], dtype=np.int64)
+        rng_state = self.rng.bit_generator.state["state"]
+        state["rng"] = np.array([str(rng_state["state"]), str(rng_state["inc"])])
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        capacity, size, next_index = (int(v) for v in state["meta"])
+        if capacity != self.capacity:
+            raise ValueError(f"Saved buffer capacity {capacity} != this buffer's {self.capacity}.")
+        self.storage = {}
+        for key, value in state.items():
+            if key.startswith("storage/"):
+                full = np.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
+                full[:size] = value
+                self.storage[key.removeprefix("storage/")] = full
+        self.size, self.next_index = size, next_index
+        rng_state = self.rng.bit_generator.state
+        rng_state["state"] = {"state": int(state["rng"][0]), "inc": int(state["rng"][1])}
+        self.rng.bit_generator.state = rng_state
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **self.get_state())
+
+    def load(self, path: str | os.PathLike) -> None:
+        with np.load(Path(path), allow_pickle=False) as data:
+            self.set_state({key: data[key] for key in data.files})
+
+
+class SumTree:
+    """Binary tree whose leaves hold priorities and inner nodes their sums: O(log N)
+    updates and prefix-sum searches."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.size = 1
+        while self.size < capacity:
+            self.size *= 2
+        self.nodes = np.zeros(2 * self.size, dtype=np.float64)
+
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def set(self, slots: np.ndarray, values: np.ndarray) -> None:
+        nodes = np.asarray(slots, dtype=np.int64) + self.size
+        if len(nodes) == 0:
+            return
+        self.nodes[nodes] = np.asarray(values, dtype=np.float64)
+        # Recompute the touched parents one level at a time (vectorized over the slots).
+        nodes = np.unique(nodes // 2)
+        while True:
+            self.nodes[nodes] = self.nodes[2 * nodes] + self.nodes[2 * nodes + 1]
+            if nodes[0] == 1:
+                break
+            nodes = np.unique(nodes // 2)
+
+    def get(self, slots: np.ndarray) -> np.ndarray:
+        return self.nodes[np.asarray(slots) + self.size]
+
+    def find(self, prefix_sums: np.ndarray) -> np.ndarray:
+        """For each value v, the slot i with sum(p[:i]) <= v < sum(p[:i+1])."""
+        nodes = np.ones(len(prefix_sums), dtype=np.int64)
+        values = np.asarray(prefix_sums, dtype=np.float64).copy()
+        while nodes[0] < self.size:
+            left = 2 * nodes
+            go_right = values >= self.nodes[left]
+            values = np.where(go_right, values - self.nodes[left], values)
+            nodes = np.where(go_right, left + 1, left)
+        return np.minimum(nodes - self.size, self.capacity - 1)
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay. New transitions get the largest priority seen so
+    far, so each is replayed at least once soon."""
+
+    def __init__(
+        self,
+        capacity: int,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        epsilon: float = 1e-6,
+        seed: int | None = None,
+    ):
+        super().__init__(capacity, seed)
+        if alpha < 0 or not 0 <= beta <= 1:
+            raise ValueError(f"alpha must be >= 0 and beta in [0, 1]; got {alpha}, {beta}.")
+        self.alpha, self.beta, self.epsilon = alpha, beta, epsilon
+        self.tree = SumTree(self.capacity)
+        self.max_priority = 1.0
+
+    def add(self, batch: SampleBatch) -> np.ndarray:
+        slots = super().add(batch)
+        self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
+        return slots
+
+    def sample(self, batch_size: int, beta: float | None = None, **kwargs: Any) -> SampleBatch:
+        """Stratified proportional sampling, with importance weights in `weights`."""
+        if self.size == 0:
+            raise ValueError("Cannot sample from an empty replay buffer.")
+        beta = self.beta if beta is None else beta
+        total = self.tree.total()
+        bounds = np.linspace(0.0, total, batch_size + 1)
+        targets = self.rng.uniform(bounds[:-1], bounds[1:])
+        slots = np.minimum(self.tree.find(targets), self.size - 1)
+        probabilities = self.tree.get(slots) / total
+        min_probability = self._min_priority() / total
+        weights = (probabilities * self.size) ** -beta / (min_probability * self.size) ** -beta
+        batch = self._gather(slots)
+        batch[WEIGHTS] = weights.astype(np.float32)
+        return batch
+
+    def _min_priority(self) -> float:
+        return float(self.tree.get(np.arange(self.size)).min())
+
+    def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
+        priorities = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.epsilon
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.set(slots, priorities**self.alpha)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = super().get_state()
+        state["priorities"] = self.tree.get(np.arange(self.size))
+        state["max_priority"] = np.array(self.max_priority)
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        super().set_state(state)
+        self.tree = SumTree(self.capacity)
+        self.tree.set(np.arange(self.size), state["priorities"])
+        self.max_priority = float(state["max_priority"])
+
+
+BUFFER_TYPES = {"ReplayBuffer": ReplayBuffer, "PrioritizedReplayBuffer": PrioritizedReplayBuffer}
+
+
+def make_replay_buffer(config: dict[str, Any], seed: int | None = None) -> ReplayBuffer:
+    """From `replay_buffer_config`: {"type": "PrioritizedReplayBuffer", "capacity": ...,
+    "alpha": ..., "beta": ...}."""
+    options = dict(config)
+    kind = options.pop("type", "ReplayBuffer")
+    if kind not in BUFFER_TYPES:
+        raise ValueError(
+            f"replay_buffer_config type {kind!r} is not one of {sorted(BUFFER_TYPES)}."
+        )
+    options.pop("beta_final", None)
+    options.pop("beta_annealing_steps", None)
+    try:
+        return BUFFER_TYPES[kind](seed=seed, **options)
+    except TypeError as error:
+        raise ValueError(f"replay_buffer_config {config}: {error}") from None
+
+
+def check_buffer_config(value: Any) -> str | None:
+    """Config check of `replay_buffer_config`: None if a buffer can be built from it."""
+    if not isinstance(value, dict):
+        return "must be a dict like {'type': 'PrioritizedReplayBuffer', 'capacity': 50000}"
+    try:
+        make_replay_buffer(value)
+    except ValueError as error:
+        return str(error)
+    return None
