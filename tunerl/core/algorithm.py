@@ -212,6 +212,14 @@ class Algorithm(tune.Trainable):
         self._sync_weights()
         return True
 
+    def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict:
+        # Tune copies `self.config` into every result; it must be the plain dict Tune's
+        # loggers and progress reporter expect, not the AlgorithmConfig object.
+        metrics = super().get_auto_filled_metrics(*args, **kwargs)
+        if isinstance(metrics.get("config"), AlgorithmConfig):
+            metrics["config"] = metrics["config"].to_dict()
+        return metrics
+
     # ---------------------------------------------------------------------- training
     @contextmanager
     def _timer(self, name: str):

@@ -29,7 +29,9 @@ from tunerl.core.rl_module import RLModuleSpec, observation_moments
 
 # ----------------------------------------------------------------------------- config
 _DQN_DEFAULTS = {
-    # Defaults that solve CartPole-v1 untuned.
+    # Defaults that solve CartPole-v1 untuned (with the training fields' defaults below:
+    # uniform replay, soft target updates with tau 0.005, 32 replayed per sampled step).
+    # Prioritized replay is one setting away; on CartPole it learned slower here.
     "lr": 1e-3,
     "gamma": 0.99,
     "num_envs_per_env_runner": 4,
@@ -49,7 +51,7 @@ class DQNConfig(AlgorithmConfig):
         **with_defaults(AlgorithmConfig.FIELDS, _DQN_DEFAULTS),
         "replay_buffer_config": _f(
             "training",
-            {"type": "PrioritizedReplayBuffer", "capacity": 50_000, "alpha": 0.6, "beta": 0.4},
+            {"type": "ReplayBuffer", "capacity": 50_000},
             "Replay buffer: type ReplayBuffer or PrioritizedReplayBuffer, capacity in "
             "transitions, alpha and beta (prioritized).",
             check=check_buffer_config,
@@ -66,7 +68,7 @@ class DQNConfig(AlgorithmConfig):
         ),
         "training_intensity": _f(
             "training",
-            4.0,
+            32.0,
             "Replayed transitions per sampled env step.",
             *NUMBER,
             low=0,
@@ -77,7 +79,7 @@ class DQNConfig(AlgorithmConfig):
         ),
         "tau": _f(
             "training",
-            1.0,
+            0.005,
             "Target update: 1 copies every target_network_update_freq "
             "steps; < 1 moves the target by tau after every update.",
             *NUMBER,
