@@ -139,7 +139,12 @@ class Algorithm(tune.Trainable):
                 self._env_creator,
             )
         self._reset_counters()
+        self.build_algorithm_state()
         self._sync_weights()
+
+    def build_algorithm_state(self) -> None:
+        """Builds an algorithm's own state from `self.config` (e.g. a replay buffer); runs
+        at setup and whenever `reset_config` starts a new trial in this process."""
 
     def _reset_counters(self) -> None:
         self._counters = {
@@ -209,6 +214,7 @@ class Algorithm(tune.Trainable):
             self.eval_env_runner_group.set_config(new.with_overrides(new.evaluation_config))
             self.eval_env_runner_group.reset()
         self._reset_counters()
+        self.build_algorithm_state()
         self._sync_weights()
         return True
 

@@ -116,8 +116,16 @@ class ReplayBuffer:
     def get_state(self) -> dict[str, np.ndarray]:
         state = {f"storage/{key}": value[: self.size] for key, value in self.storage.items()}
         state["meta"] = np.array([self.capacity, self.size, self.next_index], dtype=np.int64)
-        rng_state = self.rng.bit_generator.state["state"]
-        state["rng"] = np.array([str(rng_state["state"]), str(rng_state["inc"])])
+        rng = self.rng.bit_generator.state
+        # Every part of PCG64's state, including the buffered 32-bit half-draw.
+        state["rng"] = np.array(
+            [
+                str(rng["state"]["state"]),
+                str(rng["state"]["inc"]),
+                str(rng["has_uint32"]),
+                str(rng["uinteger"]),
+            ]
+        )
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -133,6 +141,8 @@ class ReplayBuffer:
         self.size, self.next_index = size, next_index
         rng_state = self.rng.bit_generator.state
         rng_state["state"] = {"state": int(state["rng"][0]), "inc": int(state["rng"][1])}
+        rng_state["has_uint32"] = int(state["rng"][2])
+        rng_state["uinteger"] = int(state["rng"][3])
         self.rng.bit_generator.state = rng_state
 
     def save(self, path: str | os.PathLike) -> None:
@@ -165,10 +175,8 @@ class SumTree:
         self.nodes[nodes] = np.asarray(values, dtype=np.float64)
         # Recompute the touched parents one level at a time (vectorized over the slots).
         nodes = np.unique(nodes // 2)
-        while True:
+        while nodes[0] >= 1:
             self.nodes[nodes] = self.nodes[2 * nodes] + self.nodes[2 * nodes + 1]
-            if nodes[0] == 1:
-                break
             nodes = np.unique(nodes // 2)
 
     def get(self, slots: np.ndarray) -> np.ndarray:

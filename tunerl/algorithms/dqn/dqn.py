@@ -193,8 +193,7 @@ class DQN(Algorithm):
             spec.module_class = DQNModule
         return spec
 
-    def _build(self) -> None:
-        super()._build()
+    def build_algorithm_state(self) -> None:
         self.replay_buffer: ReplayBuffer = make_replay_buffer(
             self.config.replay_buffer_config, seed=self._draw_seed()
         )

@@ -27,7 +27,7 @@ from tunerl.core.replay_buffers import (
     make_replay_buffer,
     n_step_transitions,
 )
-from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.rl_module import RLModuleSpec, observation_moments
 
 # ----------------------------------------------------------------------------- config
 _SAC_DEFAULTS = {
@@ -117,14 +117,16 @@ class SACConfig(AlgorithmConfig):
 
 
 # ----------------------------------------------------------------------------- losses
-def critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+def critic_loss(
+    module: SACModule, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict]:
     """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))."""
     alpha = module.log_alpha.exp().detach()
     with torch.no_grad():
         next_dist = TanhGaussian(
             module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
         )
-        next_actions, next_logp = next_dist.rsample_with_logp()
+        next_actions, next_logp = next_dist.rsample_with_logp(generator)
         next_q = module.target_min_q(batch[c.NEW_OBS], next_actions) - alpha * next_logp
         not_terminated = 1.0 - batch[c.TERMINATEDS].float()
         targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
@@ -139,12 +141,15 @@ def critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple[torc
 
 
 def actor_and_alpha_losses(
-    module: SACModule, batch: dict[str, torch.Tensor], target_entropy: float
+    module: SACModule,
+    batch: dict[str, torch.Tensor],
+    target_entropy: float,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a. Alpha:
     move log(alpha) so the policy's entropy approaches `target_entropy`."""
     dist = TanhGaussian(module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS])
-    actions, logp = dist.rsample_with_logp()
+    actions, logp = dist.rsample_with_logp(generator)
     q1, q2 = module.q_values(batch[c.OBS], actions)
     alpha = module.log_alpha.exp()
     actor_loss = (alpha.detach() * logp - torch.min(q1, q2)).mean()
@@ -184,6 +189,10 @@ class SACLearner(Learner):
     def build_optimizer(self) -> SACOptimizers:
         return SACOptimizers(self.module, self.config)
 
+    def _clip(self, parameters) -> None:
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+
     def target_entropy(self) -> float:
         if self.config.target_entropy == "auto":
             return -float(self.module.action_space.shape[0])
@@ -196,17 +205,22 @@ class SACLearner(Learner):
             for key, value in batch.items()
             if key != "batch_indexes"
         }
-        loss, critic_stats = critic_loss(self.module, tensors)
+        # Noise from the learner's own checkpointed stream, not torch's global one.
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(self.rng.integers(2**62)))
+        loss, critic_stats = critic_loss(self.module, tensors, generator)
         opt.critic.zero_grad()
         loss.backward()
+        self._clip(self.module.critic_parameters())
         opt.critic.step()
         self.last_td_errors = critic_stats.pop("td_errors")
         actor_loss, alpha_loss, actor_stats = actor_and_alpha_losses(
-            self.module, tensors, self.target_entropy()
+            self.module, tensors, self.target_entropy(), generator
         )
         opt.actor.zero_grad()
         opt.alpha.zero_grad()
         (actor_loss + alpha_loss).backward()  # disjoint parameters: one backward serves both
+        self._clip(self.module.actor_parameters())
         opt.actor.step()
         opt.alpha.step()
         self.module.update_targets(self.config.tau)
@@ -225,8 +239,7 @@ class SAC(Algorithm):
         spec.model_config = {"initial_alpha": self.config.initial_alpha, **spec.model_config}
         return spec
 
-    def _build(self) -> None:
-        super()._build()
+    def build_algorithm_state(self) -> None:
         self.replay_buffer: ReplayBuffer = make_replay_buffer(
             self.config.replay_buffer_config, seed=self._draw_seed()
         )
@@ -256,6 +269,9 @@ class SAC(Algorithm):
                         replay["batch_indexes"], self.learner.last_td_errors.cpu().numpy()
                     )
                     self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(replay)
+            normalizer = self.learner.module.obs_normalizer
+            if normalizer is not None:
+                normalizer.update(*observation_moments(batch[c.OBS]))
         # 3. sync
         self._sync_weights()
         return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
