@@ -13,7 +13,9 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ppo_cartpole", "ppo_pendulum"])
+@pytest.mark.parametrize(
+    "name", ["ppo_cartpole", "ppo_pendulum", "dqn_cartpole", "sac_pendulum"]
+)
 def test_experiment_reaches_its_target(name):
     path = EXPERIMENTS / f"{name}.yaml"
     experiment = load_experiment(path)
