@@ -177,7 +177,7 @@ class DQNLearner(Learner):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.q_net.parameters(), clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module._online_and_target()[0], clip)
         self.optimizer.step()
         return {**{k: float(v) for k, v in stats.items()}, m.GRAD_NORM: float(grad_norm)}
 

@@ -79,6 +79,15 @@ class DQNModule(RLModule):
         probs = self.epsilon / self.num_actions + (1.0 - self.epsilon) * greedy
         return {Q_VALUES: q, c.ACTION_DIST_INPUTS: probs.clamp_min(1e-12).log()}
 
+    def _online_and_target(self) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+        # Listing parameters walks the module tree; done once, not on every update.
+        if not hasattr(self, "_param_lists"):
+            self._param_lists = (
+                list(self.q_net.parameters()),
+                list(self.target_q_net.parameters()),
+            )
+        return self._param_lists
+
     def target_q_values(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.target_q_net(self._flat(self._preprocess({c.OBS: obs})[c.OBS]))
@@ -86,8 +95,7 @@ class DQNModule(RLModule):
     def update_target(self, tau: float) -> None:
         """target <- tau * online + (1 - tau) * target (tau = 1: a hard copy)."""
         with torch.no_grad():
-            online = list(self.q_net.parameters())
-            target = list(self.target_q_net.parameters())
+            online, target = self._online_and_target()
             if tau >= 1.0:
                 torch._foreach_copy_(target, online)
             else:

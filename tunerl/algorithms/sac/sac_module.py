@@ -79,7 +79,11 @@ class SACModule(RLModule):
 
     def update_targets(self, tau: float) -> None:
         """Polyak averaging: target <- tau * online + (1 - tau) * target."""
+        if not hasattr(self, "_critic_lists"):  # walked once, not on every update
+            self._critic_lists = (
+                [*self.q1.parameters(), *self.q2.parameters()],
+                [*self.target_q1.parameters(), *self.target_q2.parameters()],
+            )
+        online, target = self._critic_lists
         with torch.no_grad():
-            online = [*self.q1.parameters(), *self.q2.parameters()]
-            target = [*self.target_q1.parameters(), *self.target_q2.parameters()]
             torch._foreach_lerp_(target, online, tau)
