@@ -124,7 +124,9 @@ class Algorithm(tune.Trainable):
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
-        self.learner = self.learner_class(config, self.module_spec.build(), self._draw_seed())
+        self.learner = (config.learner_class or self.learner_class)(
+            config, self.module_spec.build(), self._draw_seed()
+        )
         self.env_runner_group = EnvRunnerGroup(
             config, self.module_spec, config.num_env_runners, self._runner_seed, self._env_creator
         )
@@ -141,6 +143,10 @@ class Algorithm(tune.Trainable):
         self._reset_counters()
         self.build_algorithm_state()
         self._sync_weights()
+
+    def _make_learner(self, config: AlgorithmConfig) -> Learner:
+        learner_class = config.learner_class or self.learner_class
+        return learner_class(config, self.module_spec.build(), self._draw_seed())
 
     def build_algorithm_state(self) -> None:
         """Builds an algorithm's own state from `self.config` (e.g. a replay buffer); runs
@@ -207,7 +213,9 @@ class Algorithm(tune.Trainable):
         seed = new.seed if new.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.learner = self.learner_class(new, self.module_spec.build(), self._draw_seed())
+        self.learner = (new.learner_class or self.learner_class)(
+            new, self.module_spec.build(), self._draw_seed()
+        )
         self.env_runner_group.set_config(new)
         self.env_runner_group.reset()
         if self.eval_env_runner_group is not None:

@@ -284,6 +284,14 @@ class AlgorithmConfig(_Config):
         ),
         "minibatch_size": _f("training", 128, "Rows per SGD step.", int, low=1),
         "num_epochs": _f("training", 1, "Passes over each train batch.", int, low=1),
+        "learner_class": _f(
+            "training",
+            None,
+            "A Learner subclass to train with (e.g. one overriding compute_loss); None uses "
+            "the algorithm's own.",
+            nullable=True,
+            check=_check_class_or_none,
+        ),
         "grad_clip": _f(
             "training",
             None,
