@@ -1,6 +1,11 @@
-"""The `tunerl` command line: `tunerl train` runs one algorithm in this process.
+"""The `tunerl` command line.
 
 tunerl train --algo PPO --env CartPole-v1 --stop env_runners/episode_return_mean=450
+tunerl tune search_spaces/ppo_cartpole.yaml --num-samples 16 --scheduler asha
+tunerl best ~/tunerl_results/<sweep> --export best_module
+tunerl evaluate best_module --episodes 20
+tunerl plot ~/tunerl_results/<sweep>
+tunerl list PPO
 """
 
 from __future__ import annotations
@@ -20,6 +25,18 @@ from typing import Any
 
 class CLIError(Exception):
     """A one-line message for the user; the command exits with status 2."""
+
+
+ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+DEFAULT_TRAIN_STOP = {"num_env_steps_sampled_lifetime": 100_000}
+DEFAULT_RESULTS_DIR = Path("results")
+RANKING_ROWS = 10
+# Columns of Tune's progress table during `tunerl tune`, beside the searched fields.
+PROGRESS_COLUMNS = {
+    "training_iteration": "iter",
+    "num_env_steps_sampled_lifetime": "env steps",
+}
 
 
 def _parse_stop(items: list[str]) -> dict[str, float]:
@@ -66,14 +83,15 @@ def _algo_class(name: str):
 
 
 def _print_progress(result: dict, start: float) -> None:
+    from tunerl.core import metrics as m
     from tunerl.experiments import lookup
 
-    ret = lookup(result, "env_runners/episode_return_mean")
+    episode_return = lookup(result, m.EPISODE_RETURN_MEAN_KEY)
     print(
         f"iter {result['training_iteration']:4d}  "
-        f"steps {result['num_env_steps_sampled_lifetime']:>9,d}  "
-        f"return {ret:8.2f}  "
-        f"steps/s {result['env_steps_per_s']:>9,.0f}  "
+        f"steps {result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]:>9,d}  "
+        f"return {float('nan') if episode_return is None else episode_return:8.2f}  "
+        f"steps/s {result[m.ENV_STEPS_PER_S]:>9,.0f}  "
         f"time {time.perf_counter() - start:6.1f}s",
         flush=True,
     )
@@ -93,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError("tunerl train needs --env (or an experiment file).")
         algo_name, env_name = args.algo, args.env
         config = _algo_class(args.algo).get_default_config().environment(args.env)
-        stop = {"num_env_steps_sampled_lifetime": 100_000}
+        stop = dict(DEFAULT_TRAIN_STOP)
     config.update_from_dict(_parse_config(args.config))
     stop = {**stop, **_parse_stop(args.stop)} if args.stop else stop
     if args.seed is not None:
@@ -105,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             _print_progress(result, start)
             if should_stop(result, stop):
                 break
-        default_dir = Path("results") / f"{algo_name}_{env_name.replace('/', '_')}"
+        default_dir = DEFAULT_RESULTS_DIR / f"{algo_name}_{env_name.replace('/', '_')}"
         path = algo.save_to_path(Path(args.checkpoint_dir or default_dir) / "checkpoint")
         print(f"checkpoint: {path}")
     finally:
@@ -120,9 +138,14 @@ def _load_space(path: str):
     from tunerl.tuning.search_space import load_search_space
 
     file = Path(path)
+    if file.is_dir():
+        raise CLIError(f"{path} is a folder: to continue the sweep in it, add --resume.")
     if not file.is_file():
         raise CLIError(f"{path}: no such file (expected a search space or an experiment).")
-    data = yaml.safe_load(file.read_text())
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise CLIError(f"{path}: not valid YAML ({error}).") from None
     if isinstance(data, dict) and "space" not in data and "search_space" in data:
         from tunerl.experiments import load_experiment
 
@@ -136,7 +159,7 @@ def _load_space(path: str):
     return load_search_space(file), None
 
 
-def _print_ranking(ranked, metric: str, limit: int = 10) -> None:
+def _print_ranking(ranked, metric: str, limit: int = RANKING_ROWS) -> None:
     from tunerl.tuning.plot import varied_numeric_fields
 
     fields = varied_numeric_fields([s.config for s in ranked])
@@ -159,22 +182,43 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _init_ray() -> None:
+    """Starts (or joins, with RAY_ADDRESS) Ray; only errors from its own logger here."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level=logging.ERROR)
+
+
+def _progress_reporter(space):
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns=space.param_names,
+        metric_columns={space.metric: space.metric.rpartition("/")[2], **PROGRESS_COLUMNS},
+        sort_by_metric=True,
+    )
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
+    from tunerl.experiments import DEFAULT_NUM_SAMPLES
     from tunerl.tuning import rank_trials, resume_sweep, run_sweep
-    from tunerl.tuning.sweep import sweep_info
+    from tunerl.tuning.sweep import sweep_info, unfinished_trials
 
     if args.resume:
         info = sweep_info(args.target)
+        _init_ray()
         results = resume_sweep(args.target)
         metric, mode = info["metric"], info["mode"]
     else:
         space, experiment = _load_space(args.target)
-        stop = dict(space.stop or (experiment.stop if experiment else {}))
+        stop = dict(space.stop)
         stop.update(_parse_stop(args.stop))
-        num_samples = args.num_samples or (experiment.num_samples if experiment else 8)
+        num_samples = args.num_samples or (experiment.num_samples if experiment else None)
+        _init_ray()
         results = run_sweep(
             space,
-            num_samples=num_samples,
+            num_samples=num_samples or DEFAULT_NUM_SAMPLES,
             search=args.search,
             sampler=args.sampler,
             scheduler=args.scheduler,
@@ -184,6 +228,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             name=args.name,
             optuna_storage=args.optuna_storage,
             seed=args.seed,
+            perturbation_interval=args.perturbation_interval,
+            progress_reporter=_progress_reporter(space),
         )
         metric, mode = space.metric, space.mode
     ranked = rank_trials(results, metric, mode)
@@ -191,6 +237,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"\nexperiment: {results.experiment_path}")
     if ranked and ranked[0].checkpoint:
         print(f"best checkpoint: {ranked[0].checkpoint}")
+    print(f"tensorboard: tensorboard --logdir {results.experiment_path}")
+    if unfinished_trials(results.experiment_path):
+        print(
+            f"tunerl: the sweep was interrupted; continue it with: "
+            f"tunerl tune --resume {results.experiment_path}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT
     return 0
 
 
@@ -253,6 +307,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse, with the closest valid option named when one is misspelled."""
 
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # The subcommand's parser knows its options; the top level one does not.
+            command = getattr(parsed, "command", None)
+            parser = self._subcommand_parsers().get(command, self)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _subcommand_parsers(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
     def error(self, message: str):
         match = re.search(r"unrecognized arguments: (\S+)", message)
         if match:
@@ -266,13 +335,19 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.4)
             if close:
                 message += f" (did you mean {close[0]!r}?)"
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(ERROR_EXIT, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tunerl.core import metrics as m
+    from tunerl.experiments import DEFAULT_NUM_SAMPLES
     from tunerl.tuning.ranking import RANK_BY
-    from tunerl.tuning.sweep import SAMPLERS, SCHEDULERS, SEARCHES
+    from tunerl.tuning.sweep import (
+        DEFAULT_PERTURBATION_INTERVAL,
+        SAMPLERS,
+        SCHEDULERS,
+        SEARCHES,
+    )
 
     parser = _Parser(prog="tunerl", description="tunerl: RL algorithms as Ray Tune Trainables.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -302,12 +377,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="search_spaces/*.yaml, an experiment naming one, or "
         "with --resume an experiment directory",
     )
-    tune_cmd.add_argument("--num-samples", type=int, help="trials (default 8)")
+    tune_cmd.add_argument(
+        "--num-samples",
+        type=int,
+        help=f"trials (default: the experiment's num_samples, else {DEFAULT_NUM_SAMPLES})",
+    )
     tune_cmd.add_argument("--search", choices=SEARCHES, default="optuna")
     tune_cmd.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler")
     tune_cmd.add_argument("--scheduler", choices=SCHEDULERS, default="none")
+    tune_cmd.add_argument(
+        "--perturbation-interval",
+        type=int,
+        default=DEFAULT_PERTURBATION_INTERVAL,
+        help=f"PBT/PB2: iterations between perturbations (default {DEFAULT_PERTURBATION_INTERVAL})",
+    )
     tune_cmd.add_argument("--max-concurrent", type=int, help="trials running at once")
-    tune_cmd.add_argument("--stop", action="append", default=[], metavar="KEY=VALUE")
+    tune_cmd.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stop a trial when a result key reaches VALUE (repeatable; default: the file's)",
+    )
     tune_cmd.add_argument("--storage-path", help="results root (default ~/tunerl_results)")
     tune_cmd.add_argument("--name", help="experiment name (a folder under the storage path)")
     tune_cmd.add_argument(
@@ -319,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmd.set_defaults(func=cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="run episodes with a checkpoint's module")
-    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("checkpoint", help="a checkpoint, or a folder from tunerl best --export")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--explore", action="store_true", help="sample actions (default: greedy)")
@@ -336,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--mode", choices=("max", "min"), default="max")
         if name == "best":
             sub.add_argument("--by", choices=RANK_BY, default="last")
-            sub.add_argument("--top", type=int, default=10)
+            sub.add_argument("--top", type=int, default=RANKING_ROWS)
             sub.add_argument("--export", metavar="DIR", help="copy the best module out to DIR")
         else:
             sub.add_argument("--out", help="PNG path (default <experiment>/sweep.png)")
@@ -349,12 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet() -> None:
-    """No deprecation noise or info chatter from the libraries underneath."""
+    """No deprecation noise or info chatter from the libraries underneath; Tune's classic
+    progress table (one row per trial, the searched fields as columns)."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # A resumed trial reports again the iterations after its last checkpoint; Optuna keeps
+    # the first report of each and warns about every repeat.
+    warnings.filterwarnings("ignore", message="The reported value is ignored", module="optuna")
+    # Inherited by Ray's worker processes, which do not run this function.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_SYNCER", "1")
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    # The level of Ray's logger in the processes Ray starts (trials log each checkpoint).
+    os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         import optuna
 
@@ -374,10 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CLIError, ConfigError, EnvError, CheckpointError) as error:
         print(f"tunerl: error: {error}", file=sys.stderr)
-        return 2
+        return ERROR_EXIT
     except KeyboardInterrupt:
         print("tunerl: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

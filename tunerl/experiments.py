@@ -6,11 +6,13 @@ stop, and the return the experiment must reach. The learning tests and benchmark
     config: {lr: 0.001, ...}          # AlgorithmConfig fields, flat
     stop: {num_env_steps_sampled_lifetime: 100000}
     target: {metric: env_runners/episode_return_mean, min: 450}
+    search_space: search_spaces/ppo_cartpole.yaml   # optional: what `tunerl tune` sweeps
+    num_samples: 16                                  # optional: trials of that sweep
 """
 
 from __future__ import annotations
 
-import logging
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +22,10 @@ import yaml
 
 from tunerl.core.config import AlgorithmConfig, ConfigError
 
-logger = logging.getLogger(__name__)
-
-_KEYS = {
-    "name",
-    "algo",
-    "env",
-    "config",
-    "stop",
-    "target",
-    "description",
-    "search_space",
-    "num_samples",
-}
+_REQUIRED_KEYS = ("algo", "env", "stop", "target")
+_KEYS = (*_REQUIRED_KEYS, "name", "config", "description", "search_space", "num_samples")
+_TARGET_KEYS = ("metric", "min")
+DEFAULT_NUM_SAMPLES = 8
 
 
 @dataclass
@@ -45,7 +38,7 @@ class Experiment:
     target: dict[str, Any]
     description: str = ""
     search_space_path: str | None = None
-    num_samples: int = 8
+    num_samples: int = DEFAULT_NUM_SAMPLES
     path: Path | None = field(default=None, repr=False)
 
     @property
@@ -58,8 +51,9 @@ class Experiment:
 
     def search_space(self):
         """The experiment's search space (a file named relative to the experiment's folder
-        or its parent), with the experiment's config and stop as the fixed part."""
-        from tunerl.tuning.search_space import load_search_space
+        or its parent): the experiment's config under the space's own fixed fields (which
+        are set for the sweep), and the experiment's stop criteria."""
+        from tunerl.tuning.search_space import SearchSpaceError, search_space_from_dict
 
         if not self.search_space_path:
             raise ConfigError(f"Experiment {self.name!r} names no search_space.")
@@ -71,10 +65,21 @@ class Experiment:
                 f"Experiment {self.name!r}: search_space {self.search_space_path!r} not found "
                 f"(looked in {base} and {base.parent})."
             )
-        space = load_search_space(found)
-        space.config = {**self.config, **space.config}
-        space.stop = dict(self.stop)
-        return space
+        data = _read_yaml(found, SearchSpaceError)
+        if isinstance(data, dict) and isinstance(data.get("config") or {}, dict):
+            for key in ("algo", "env"):
+                if key in data and data[key] != getattr(self, key):
+                    raise ConfigError(
+                        f"{self.path or self.name}: its search_space {found} is for {key} "
+                        f"{data[key]!r}, the experiment for {getattr(self, key)!r}."
+                    )
+            data = {
+                **data,
+                "name": self.name,
+                "config": {**self.config, **(data.get("config") or {})},
+                "stop": dict(self.stop),
+            }
+        return search_space_from_dict(data, found)
 
     def algo_config(self, **overrides: Any) -> AlgorithmConfig:
         """The experiment's config, with `overrides` (e.g. `seed=3`) on top."""
@@ -84,39 +89,80 @@ class Experiment:
         return config.update_from_dict({**self.config, **overrides})
 
 
+def _read_yaml(path: Path, error: type[ConfigError]) -> Any:
+    if not path.is_file():
+        raise error(f"{path}: no such file.")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML ({problem}).") from None
+
+
+def _closest(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def load_experiment(path: str | os.PathLike) -> Experiment:
     """Reads and checks an experiment file; errors name the file and the key."""
     from tunerl import ALGORITHMS
 
     path = Path(path)
-    data = yaml.safe_load(path.read_text())
+    data = _read_yaml(path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an experiment file must be a mapping, got {type(data)}.")
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}.")
-    for key in ("algo", "env", "stop", "target"):
+    for key in data:
+        if key not in _KEYS:
+            raise ConfigError(
+                f"{path}: unknown key {key!r}; allowed: {sorted(_KEYS)}.{_closest(key, _KEYS)}"
+            )
+    for key in _REQUIRED_KEYS:
         if key not in data:
             raise ConfigError(f"{path}: missing key {key!r}.")
     if data["algo"] not in ALGORITHMS:
-        raise ConfigError(f"{path}: algo {data['algo']!r} is not one of {sorted(ALGORITHMS)}.")
+        raise ConfigError(
+            f"{path}: algo {data['algo']!r} is not one of {sorted(ALGORITHMS)}."
+            f"{_closest(str(data['algo']), ALGORITHMS)}"
+        )
+    stop = data["stop"]
+    if not isinstance(stop, dict) or not all(_is_number(v) for v in stop.values()):
+        raise ConfigError(f"{path}: stop needs a mapping of result key: number, got {stop!r}.")
     target = data["target"]
-    if not isinstance(target, dict) or {"metric", "min"} - set(target):
-        raise ConfigError(f"{path}: target needs 'metric' and 'min', got {target!r}.")
+    if (
+        not isinstance(target, dict)
+        or set(_TARGET_KEYS) - set(target)
+        or not _is_number(target["min"])
+    ):
+        raise ConfigError(
+            f"{path}: target needs 'metric' (a result key) and 'min' (a number), got {target!r}."
+        )
+    num_samples = data.get("num_samples", DEFAULT_NUM_SAMPLES)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ConfigError(f"{path}: num_samples must be a positive integer, got {num_samples!r}.")
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: config needs a mapping of field: value, got {config!r}.")
     experiment = Experiment(
         name=data.get("name", path.stem),
         algo=data["algo"],
         env=data["env"],
-        config=dict(data.get("config") or {}),
-        stop=dict(data["stop"]),
+        config=dict(config),
+        stop=dict(stop),
         target=dict(target),
         description=data.get("description", ""),
         search_space_path=data.get("search_space"),
-        num_samples=int(data.get("num_samples", 8)),
+        num_samples=num_samples,
         path=path,
     )
-    experiment.algo_config().validate()
+    try:
+        experiment.algo_config().validate()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: config: {error}") from None
     return experiment
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def lookup(result: dict[str, Any], key: str) -> Any:
@@ -140,13 +186,16 @@ def should_stop(result: dict[str, Any], stop: dict[str, float]) -> bool:
 
 def run_experiment(path: str | os.PathLike, sweep: bool = False, **overrides: Any):
     """Runs one trial of an experiment in this process until its stop criteria and returns
-    the last result, with `reached_target` added; with `sweep=True` (for an experiment that
-    names a search_space) runs its sweep with Tune and returns the ResultGrid."""
+    the last result, with `reached_target` added; `overrides` are config fields (`seed=3`).
+    With `sweep=True` (for an experiment that names a search_space) runs its sweep with Tune
+    and returns the ResultGrid; `overrides` are then `run_sweep` options (`storage_path`,
+    `num_samples`, `scheduler`, ...)."""
     experiment = load_experiment(path)
     if sweep:
         from tunerl.tuning.sweep import run_sweep
 
-        return run_sweep(experiment.search_space(), num_samples=experiment.num_samples, **overrides)
+        options = {"num_samples": experiment.num_samples, **overrides}
+        return run_sweep(experiment.search_space(), **options)
     algo = experiment.algo_config(**overrides).build_algo()
     try:
         while True:

@@ -1,7 +1,10 @@
 """Sweeps over tunerl algorithms: search spaces as data, Optuna and schedulers through Tune,
-honest ranking, export and plots. Thin helpers over `ray.tune`, not a second scheduler."""
+honest ranking, export, plots and TensorBoard. Thin helpers over `ray.tune`, not a second
+scheduler."""
 
+from tunerl.tuning.plot import plot_experiment
 from tunerl.tuning.ranking import (
+    Reevaluation,
     TrialScore,
     evaluate_checkpoint,
     export_best,
@@ -17,11 +20,21 @@ from tunerl.tuning.search_space import (
     load_search_space,
     search_space_from_dict,
 )
-from tunerl.tuning.sweep import build_tuner, make_sampler, resume_sweep, run_sweep
+from tunerl.tuning.sweep import (
+    build_tuner,
+    make_sampler,
+    make_scheduler,
+    resume_sweep,
+    run_sweep,
+    sweep_info,
+)
+from tunerl.tuning.tensorboard import TensorBoardCallback
 
 __all__ = [
+    "Reevaluation",
     "SearchSpace",
     "SearchSpaceError",
+    "TensorBoardCallback",
     "TrialScore",
     "build_tuner",
     "evaluate_checkpoint",
@@ -29,11 +42,14 @@ __all__ = [
     "load_results",
     "load_search_space",
     "make_sampler",
+    "make_scheduler",
     "normalized_score",
+    "plot_experiment",
     "rank_trials",
     "reevaluate",
     "resume_sweep",
     "run_sweep",
     "score_history",
     "search_space_from_dict",
+    "sweep_info",
 ]

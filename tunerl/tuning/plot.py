@@ -8,20 +8,23 @@ import math
 import os
 from pathlib import Path
 
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.utils import flatten_dict
+
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
-from tunerl.tuning.ranking import load_results, rank_trials
+from tunerl.tuning.ranking import SEED_FIELD, load_results, rank_trials
+from tunerl.tuning.search_space import PATH_SEPARATOR
+
+DEFAULT_PLOT_FILE = "sweep.png"
+# A searched field is drawn on a log axis when its values span more than this factor.
+LOG_AXIS_SPAN = 20
+PANEL_SIZE_INCHES = (5, 4)
+DPI = 100
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}/"))
-        else:
-            flat[name] = value
-    return flat
+def _flatten(config: dict) -> dict:
+    return flatten_dict(config, delimiter=PATH_SEPARATOR)
 
 
 def varied_numeric_fields(configs: list[dict]) -> list[str]:
@@ -32,7 +35,7 @@ def varied_numeric_fields(configs: list[dict]) -> list[str]:
     for name in sorted(names):
         values = [f.get(name) for f in flats]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        if numeric and len({float(v) for v in values}) > 1 and name != "seed":
+        if numeric and len({float(v) for v in values}) > 1 and name != SEED_FIELD:
             varied.append(name)
     return varied
 
@@ -43,7 +46,9 @@ def plot_experiment(
     metric: str = m.EPISODE_RETURN_MEAN_KEY,
     mode: str = "max",
 ) -> Path:
-    """Writes a PNG (default `<experiment>/sweep.png`) and returns its path."""
+    """Writes a PNG (default `<experiment>/sweep.png`): the learning curves (`metric` over
+    env steps, the best trial in red) and the final score against each searched field.
+    Returns its path."""
     try:
         import matplotlib
 
@@ -59,25 +64,35 @@ def plot_experiment(
     best_path = ranked[0].path
     fields = varied_numeric_fields([s.config for s in ranked])
     columns = 1 + max(1, len(fields))
-    fig, axes = plt.subplots(1, columns, figsize=(5 * columns, 4), squeeze=False)
+    width, height = PANEL_SIZE_INCHES
+    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
     curves = axes[0][0]
+    x_label = "env steps"
     for result in results:
         history = result.metrics_dataframe
         if history is None or metric not in history:
             continue
         is_best = result.path == best_path
+        x_column = (
+            m.NUM_ENV_STEPS_SAMPLED_LIFETIME
+            if m.NUM_ENV_STEPS_SAMPLED_LIFETIME in history
+            else TRAINING_ITERATION
+        )
+        if x_column == TRAINING_ITERATION:
+            x_label = "iterations"
         curves.plot(
-            history[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
+            history[x_column],
             history[metric],
             color="tab:red" if is_best else "tab:gray",
             alpha=1.0 if is_best else 0.5,
             linewidth=2.0 if is_best else 1.0,
             label="best" if is_best else None,
         )
-    curves.set_xlabel("env steps")
+    curves.set_xlabel(x_label)
     curves.set_ylabel(metric)
     curves.set_title("learning curves")
-    curves.legend(loc="lower right")
+    if curves.get_legend_handles_labels()[1]:
+        curves.legend(loc="lower right")
     flats = [(_flatten(s.config), s.score) for s in ranked if not math.isnan(s.score)]
     for axis, name in zip(axes[0][1:], fields):
         xs = [f[name] for f, _ in flats]
@@ -85,14 +100,14 @@ def plot_experiment(
         axis.scatter(xs, ys, color="tab:blue")
         if flats and name in flats[0][0]:
             axis.scatter([flats[0][0][name]], [flats[0][1]], color="tab:red", zorder=3)
-        if name in ("lr",) or (xs and min(xs) > 0 and max(xs) / min(xs) > 20):
+        if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_AXIS_SPAN:
             axis.set_xscale("log")
         axis.set_xlabel(name)
         axis.set_ylabel(f"final {metric}")
     if not fields:
         axes[0][1].set_axis_off()
     fig.tight_layout()
-    out = Path(out_path) if out_path else Path(experiment_path) / "sweep.png"
-    fig.savefig(out, dpi=100)
+    out = Path(out_path) if out_path else Path(experiment_path) / DEFAULT_PLOT_FILE
+    fig.savefig(out, dpi=DPI)
     plt.close(fig)
     return out.absolute()

@@ -20,17 +20,29 @@ from typing import Any
 
 import numpy as np
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
 
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
+from tunerl.tuning.search_space import MODES, get_path
 
 RANK_BY = ("last", "max", "mean_last", "auc")
+DEFAULT_LAST_N = 5
 # Seeds for re-evaluation: far from the small seeds sweeps and experiments use.
 FRESH_SEEDS = (1_000_003, 1_000_033, 1_000_037)
+SEED_FIELD = "seed"
+# What export_best writes: the module folder and two JSON files beside it.
+EXPORT_MODULE_DIR = "module"
+EXPORT_CONFIG_FILE = "config.json"
+EXPORT_SCORES_FILE = "scores.json"
+REEVALUATION_SUFFIX = "_reevaluation"
 
 
 @dataclass
 class TrialScore:
+    """One trial of a sweep, scored: where it ran, its score and env steps, its config and
+    its best checkpoint (by the ranking metric)."""
+
     trial_id: str
     path: str
     score: float
@@ -55,10 +67,20 @@ def load_results(
     return tune.ResultGrid(analysis)
 
 
-def score_history(history, metric: str, by: str = "last", last_n: int = 5) -> float:
-    """A trial's score from its reports (a DataFrame with `metric` and env-step columns)."""
+def _check_ranking(by: str, mode: str, last_n: int) -> None:
     if by not in RANK_BY:
         raise ConfigError(f"by={by!r} is not one of {RANK_BY}.")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {MODES}.")
+    if last_n < 1:
+        raise ConfigError(f"last_n={last_n} must be at least 1.")
+
+
+def score_history(history, metric: str, by: str = "last", last_n: int = DEFAULT_LAST_N) -> float:
+    """A trial's score from its reports (a DataFrame with a `metric` column, and the env
+    steps, else the iterations, as the x axis of `by="auc"`); NaN if it never reported a
+    finite `metric`."""
+    _check_ranking(by, "max", last_n)
     if history is None or metric not in history:
         return math.nan
     values = history[metric].to_numpy(dtype=float)
@@ -71,7 +93,12 @@ def score_history(history, metric: str, by: str = "last", last_n: int = 5) -> fl
         return float(values[finite].max())
     if by == "mean_last":
         return float(values[finite][-last_n:].mean())
-    steps = history[m.NUM_ENV_STEPS_SAMPLED_LIFETIME].to_numpy(dtype=float)[finite]
+    x_column = (
+        m.NUM_ENV_STEPS_SAMPLED_LIFETIME
+        if m.NUM_ENV_STEPS_SAMPLED_LIFETIME in history
+        else TRAINING_ITERATION
+    )
+    steps = history[x_column].to_numpy(dtype=float)[finite]
     values = values[finite]
     if len(values) == 1 or steps[-1] == steps[0]:
         return float(values[0])
@@ -80,24 +107,16 @@ def score_history(history, metric: str, by: str = "last", last_n: int = 5) -> fl
 
 
 def _best_checkpoint(result, metric: str, mode: str) -> str | None:
-    scored = [
-        (ckpt, metrics.get(metric) if metrics.get(metric) is not None else _lookup(metrics, metric))
-        for ckpt, metrics in (result.best_checkpoints or [])
-    ]
-    scored = [(ckpt, value) for ckpt, value in scored if value is not None and value == value]
+    """The trial's checkpoint with the best `metric`, else its latest one."""
+    scored = []
+    for checkpoint, metrics in result.best_checkpoints or []:
+        value = metrics.get(metric, get_path(metrics, metric))
+        if isinstance(value, int | float) and math.isfinite(value):
+            scored.append((checkpoint, value))
     if scored:
         pick = max if mode == "max" else min
         return pick(scored, key=lambda pair: pair[1])[0].path
     return result.checkpoint.path if result.checkpoint else None
-
-
-def _lookup(metrics: Mapping, key: str) -> Any:
-    value: Any = metrics
-    for part in key.split("/"):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def rank_trials(
@@ -105,11 +124,10 @@ def rank_trials(
     metric: str = m.EPISODE_RETURN_MEAN_KEY,
     mode: str = "max",
     by: str = "last",
-    last_n: int = 5,
+    last_n: int = DEFAULT_LAST_N,
 ) -> list[TrialScore]:
     """Trials best first (NaN scores last), each with its best checkpoint by `metric`."""
-    if mode not in ("max", "min"):
-        raise ConfigError(f"mode={mode!r} must be 'max' or 'min'.")
+    _check_ranking(by, mode, last_n)
     if not isinstance(results, tune.ResultGrid):
         results = load_results(results, metric, mode)
     scores = []
@@ -130,7 +148,7 @@ def rank_trials(
         )
     sign = -1.0 if mode == "max" else 1.0
     return sorted(
-        scores, key=lambda s: (math.isnan(s.score), sign * s.score if s.score == s.score else 0.0)
+        scores, key=lambda s: (math.isnan(s.score), 0.0 if math.isnan(s.score) else sign * s.score)
     )
 
 
@@ -153,8 +171,11 @@ def normalized_score(
 
 @dataclass
 class Reevaluation:
+    """One of the top configs trained again: its score in the sweep and on each fresh seed."""
+
     config: dict[str, Any] = field(repr=False)
     sweep_score: float = math.nan
+    seeds: list[int] = field(default_factory=list)
     seed_scores: list[float] = field(default_factory=list)
 
     @property
@@ -166,9 +187,19 @@ class Reevaluation:
         return float(np.std(self.seed_scores)) if self.seed_scores else math.nan
 
 
+def _without_seed(config: Mapping) -> str:
+    return json.dumps(
+        {k: v for k, v in config.items() if k != SEED_FIELD}, sort_keys=True, default=str
+    )
+
+
+def _reevaluation_dirname(trial) -> str:
+    return f"{trial.trainable_name}_{trial.trial_id}_{SEED_FIELD}={trial.config.get(SEED_FIELD)}"
+
+
 def reevaluate(
     results: tune.ResultGrid | str | os.PathLike,
-    algo: str,
+    algo: str | None = None,
     *,
     top_k: int = 3,
     seeds: Sequence[int] = FRESH_SEEDS,
@@ -176,19 +207,41 @@ def reevaluate(
     metric: str = m.EPISODE_RETURN_MEAN_KEY,
     mode: str = "max",
     by: str = "mean_last",
+    last_n: int = DEFAULT_LAST_N,
     storage_path: str | os.PathLike | None = None,
     max_concurrent: int | None = None,
 ) -> list[Reevaluation]:
-    """Trains each of the `top_k` configs again on every seed in `seeds` (one Tune trial
-    each) and ranks them by their mean score over those seeds, best first."""
+    """Trains each of the `top_k` distinct configs of a sweep again on every seed in `seeds`
+    (one Tune trial each, in `<sweep>_reevaluation` beside the sweep unless `storage_path`
+    says otherwise) and ranks them by their mean score over those seeds, best first.
+    `algo` and `stop` default to what `run_sweep` noted about the sweep."""
     from ray.tune.search import BasicVariantGenerator
 
     from tunerl import ALGORITHMS
+    from tunerl.tuning.sweep import DEFAULT_STOP, SWEEP_FILE, sweep_info
+    from tunerl.tuning.tensorboard import TensorBoardCallback
 
-    ranked = [s for s in rank_trials(results, metric, mode, by) if s.score == s.score][:top_k]
+    if not seeds:
+        raise ConfigError("reevaluate needs at least one seed.")
+    if not isinstance(results, tune.ResultGrid):
+        results = load_results(results, metric, mode)
+    experiment_path = Path(results.experiment_path)
+    info = sweep_info(experiment_path) if (experiment_path / SWEEP_FILE).is_file() else {}
+    algo = algo or info.get("algo")
+    if algo not in ALGORITHMS:
+        raise ConfigError(
+            f"reevaluate needs the algorithm of the sweep: algo={algo!r} is not one of "
+            f"{sorted(ALGORITHMS)}."
+        )
+    ranked: list[TrialScore] = []
+    for score in rank_trials(results, metric, mode, by, last_n):
+        distinct = all(_without_seed(score.config) != _without_seed(s.config) for s in ranked)
+        if not math.isnan(score.score) and distinct:
+            ranked.append(score)
+    ranked = ranked[:top_k]
     if not ranked:
-        raise ConfigError("No trial has a finite score to re-evaluate.")
-    points = [{**score.config, "seed": int(seed)} for score in ranked for seed in seeds]
+        raise ConfigError(f"No trial of {experiment_path} has a finite {metric} to re-evaluate.")
+    points = [{**score.config, SEED_FIELD: int(seed)} for score in ranked for seed in seeds]
     tuner = tune.Tuner(
         ALGORITHMS[algo],
         param_space=dict(ranked[0].config),
@@ -197,31 +250,49 @@ def reevaluate(
             num_samples=len(points),
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,
+            trial_dirname_creator=_reevaluation_dirname,
         ),
         run_config=tune.RunConfig(
-            stop=stop or {m.NUM_ENV_STEPS_SAMPLED_LIFETIME: 100_000},
-            storage_path=str(Path(storage_path).absolute()) if storage_path else None,
+            name=experiment_path.name + REEVALUATION_SUFFIX,
+            stop=stop or info.get("stop") or DEFAULT_STOP,
+            storage_path=str(Path(storage_path or experiment_path.parent).absolute()),
+            callbacks=[TensorBoardCallback(hparam_names=[SEED_FIELD])],
             verbose=0,
         ),
     )
     grid = tuner.fit()
-    out = [Reevaluation(config=s.config, sweep_score=s.score) for s in ranked]
+    out = {
+        _without_seed(s.config): Reevaluation(config=s.config, sweep_score=s.score) for s in ranked
+    }
     for result in grid:
         config = result.config or {}
-        for index, score in enumerate(ranked):
-            if _same_config(config, score.config):
-                out[index].seed_scores.append(score_history(result.metrics_dataframe, metric, by))
-                break
+        entry = out.get(_without_seed(config))
+        if entry is not None:
+            entry.seeds.append(config[SEED_FIELD])
+            entry.seed_scores.append(score_history(result.metrics_dataframe, metric, by, last_n))
     sign = -1.0 if mode == "max" else 1.0
-    return sorted(out, key=lambda r: sign * r.mean if r.mean == r.mean else math.inf)
+    return sorted(
+        out.values(),
+        key=lambda r: (math.isnan(r.mean), 0.0 if math.isnan(r.mean) else sign * r.mean),
+    )
 
 
-def _same_config(a: Mapping, b: Mapping) -> bool:
-    keys = (set(a) | set(b)) - {"seed"}
-    return all(
-        json.dumps(a.get(k), sort_keys=True, default=str)
-        == json.dumps(b.get(k), sort_keys=True, default=str)
-        for k in keys
+def _checkpoint_parts(directory: Path) -> tuple[dict[str, Any], Path]:
+    """(algorithm class and config as JSON, module folder) of a checkpoint written by an
+    algorithm, or of a folder written by `export_best`."""
+    from tunerl.core import checkpoint_io
+    from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
+    from tunerl.core.columns import DEFAULT_MODULE_ID
+
+    if (directory / EXPORT_CONFIG_FILE).is_file() and (directory / EXPORT_MODULE_DIR).is_dir():
+        return checkpoint_io.read_json(
+            directory / EXPORT_CONFIG_FILE
+        ), directory / EXPORT_MODULE_DIR
+    checkpoint_io.verify_manifest(directory)
+    state = checkpoint_io.read_json(directory / STATE_FILE)
+    return (
+        {"algo_class": state["algo_class"], "config": state["config"]},
+        directory / MODULE_DIR / DEFAULT_MODULE_ID,
     )
 
 
@@ -232,24 +303,27 @@ def evaluate_checkpoint(
     explore: bool = False,
     env_config: dict | None = None,
 ) -> dict[str, Any]:
-    """Runs `episodes` episodes with a checkpoint's module, without the learner; returns
-    their returns and lengths with mean and std."""
+    """Runs `episodes` episodes with the module of a checkpoint (or of a folder written by
+    `export_best`), without the learner; returns their returns and lengths with mean and
+    std. `env_config` entries are added to the config's (e.g. {"render_mode": "human"})."""
     from tunerl.core import checkpoint_io
-    from tunerl.core.algorithm import MODULE_DIR, STATE_FILE, config_from_json
-    from tunerl.core.columns import DEFAULT_MODULE_ID
+    from tunerl.core.algorithm import config_from_json
     from tunerl.core.env_runner import EnvRunner
     from tunerl.core.rl_module import RLModule
 
+    if episodes < 1:
+        raise ConfigError(f"episodes={episodes} must be at least 1.")
     directory = Path(path)
-    checkpoint_io.verify_manifest(directory)
-    state = checkpoint_io.read_json(directory / STATE_FILE)
-    algo_class = checkpoint_io.import_class(state["algo_class"], object)
-    config = config_from_json(algo_class, state["config"])
+    if not directory.is_dir():
+        raise checkpoint_io.CheckpointError(f"Checkpoint directory {directory} does not exist.")
+    saved, module_dir = _checkpoint_parts(directory)
+    algo_class = checkpoint_io.import_class(saved["algo_class"], object)
+    config = config_from_json(algo_class, saved["config"])
     overrides = {**config.evaluation_config, "explore": explore, "num_envs_per_env_runner": 1}
     if env_config:
         overrides["env_config"] = {**config.env_config, **env_config}
     config = config.with_overrides(overrides)
-    module = RLModule.from_checkpoint(directory / MODULE_DIR / DEFAULT_MODULE_ID)
+    module = RLModule.from_checkpoint(module_dir)
     runner = EnvRunner(config, module.spec(), worker_index=0, seed=seed)
     runner.set_weights(module.get_state())
     try:
@@ -274,37 +348,38 @@ def export_best(
     by: str = "last",
 ) -> Path:
     """Copies the best trial's best checkpoint out as a deployable module folder:
-    `out_dir/module/` (loads with `RLModule.from_checkpoint`), `config.json` and
-    `scores.json`."""
+    `out_dir/module/` (loads with `RLModule.from_checkpoint`), `config.json` (algorithm
+    class and config) and `scores.json` (how it was chosen, and the whole ranking). Replaces
+    an earlier export at `out_dir`, never another folder."""
     from tunerl.core import checkpoint_io
     from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
     from tunerl.core.columns import DEFAULT_MODULE_ID
 
+    out = Path(out_dir).absolute()
+    earlier_export = (out / EXPORT_SCORES_FILE).is_file()
+    if out.exists() and not earlier_export and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an earlier export; give a new or empty folder.")
     ranked = rank_trials(results, metric, mode, by)
     best = next((s for s in ranked if s.checkpoint), None)
     if best is None:
         raise ConfigError("No trial has a checkpoint to export.")
     checkpoint = Path(best.checkpoint)
     checkpoint_io.verify_manifest(checkpoint)
-    with checkpoint_io.atomic_directory(out_dir) as directory:
-        shutil.copytree(checkpoint / MODULE_DIR / DEFAULT_MODULE_ID, directory / "module")
-        state = checkpoint_io.read_json(checkpoint / STATE_FILE)
+    state = checkpoint_io.read_json(checkpoint / STATE_FILE)
+    with checkpoint_io.atomic_directory(out) as directory:
+        shutil.copytree(checkpoint / MODULE_DIR / DEFAULT_MODULE_ID, directory / EXPORT_MODULE_DIR)
         checkpoint_io.write_json(
-            directory / "config.json",
-            {
-                "algo_class": state["algo_class"],
-                "config": state["config"],
-            },
+            directory / EXPORT_CONFIG_FILE,
+            {"algo_class": state["algo_class"], "config": state["config"]},
         )
-        summary = {k: v for k, v in asdict(best).items() if k != "config"}
         checkpoint_io.write_json(
-            directory / "scores.json",
+            directory / EXPORT_SCORES_FILE,
             {
                 "metric": metric,
                 "mode": mode,
                 "by": by,
-                "best": summary,
+                "best": {k: v for k, v in asdict(best).items() if k != "config"},
                 "ranking": [{"trial_id": s.trial_id, "score": s.score} for s in ranked],
             },
         )
-    return Path(out_dir).absolute()
+    return out
