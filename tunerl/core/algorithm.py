@@ -298,6 +298,9 @@ class Algorithm(tune.Trainable):
         self.callbacks.on_sample_end(algorithm=self, samples=batch)
         return batch
 
+    def count_trained_steps(self, num_env_steps: int) -> None:
+        self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps
+
     def _sync_weights(self) -> None:
         """Remote runners get a copy of the weights; a local runner on the learner's device
         acts with the learner's module itself, so its sync costs nothing (for DQN and SAC,

@@ -4,8 +4,10 @@ buffer in checkpoints. Functions, not a base class (STYLE.md)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tunerl.core.replay_buffers import ReplayBuffer
+from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer, n_step_transitions
+from tunerl.core.sample_batch import SampleBatch
 
 REPLAY_BUFFER_FILE = "replay_buffer.npz"
 
@@ -30,3 +32,25 @@ def load_buffer(buffer: ReplayBuffer, directory: Path) -> None:
     path = directory / REPLAY_BUFFER_FILE
     if path.is_file():
         buffer.load(path)
+
+
+def sample_into_buffer(algo: Any) -> SampleBatch:
+    """Samples `rollout_fragment_length` steps per sub-env on every runner and adds them to
+    `algo.replay_buffer` as n-step transitions; returns the one-step batch."""
+    config = algo.config
+    steps = config.rollout_fragment_length * config.num_envs_per_env_runner
+    batch = algo.sample_from_runners(steps * max(1, config.num_env_runners))
+    algo.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+    return batch
+
+
+def replay_update(algo: Any, num_env_steps_sampled: int, **sample_options: Any) -> dict:
+    """One learner update on a replayed batch; feeds the TD errors back as priorities and
+    counts the trained steps."""
+    replay = algo.replay_buffer.sample(algo.config.train_batch_size_per_learner, **sample_options)
+    stats = algo.learner.update(replay, num_env_steps_sampled)
+    algo.replay_buffer.update_priorities(
+        replay[BATCH_INDEXES], algo.learner.last_td_errors.cpu().numpy()
+    )
+    algo.count_trained_steps(len(replay))
+    return stats

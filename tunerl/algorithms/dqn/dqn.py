@@ -16,14 +16,19 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
 from tunerl.core.learner import Learner, scheduled_value
-from tunerl.core.off_policy import load_buffer, save_buffer, updates_due
+from tunerl.core.off_policy import (
+    load_buffer,
+    replay_update,
+    sample_into_buffer,
+    save_buffer,
+    updates_due,
+)
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
     ReplayBuffer,
     check_buffer_config,
     make_replay_buffer,
-    n_step_transitions,
 )
 from tunerl.core.rl_module import RLModuleSpec, observation_moments
 
@@ -210,9 +215,7 @@ class DQN(Algorithm):
     def training_step(self) -> dict[str, Any]:
         config = self.config
         # 1. sample, as n-step transitions into the buffer
-        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
-        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
-        self.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+        batch = sample_into_buffer(self)
         sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         stats: dict[str, float] = {}
         # 2. learn: training_intensity replayed transitions per sampled step
@@ -227,14 +230,7 @@ class DQN(Algorithm):
                 beta0 = config.replay_buffer_config.get("beta", 0.4)
                 beta = beta0 + (1.0 - beta0) * min(1.0, sampled / config.beta_annealing_steps)
                 for _ in range(num_updates):
-                    replay = self.replay_buffer.sample(
-                        config.train_batch_size_per_learner, beta=beta
-                    )
-                    stats = self.learner.update(replay, sampled)
-                    self.replay_buffer.update_priorities(
-                        replay["batch_indexes"], self.learner.last_td_errors.cpu().numpy()
-                    )
-                    self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(replay)
+                    stats = replay_update(self, sampled, beta=beta)
                     if config.tau < 1.0:
                         self.learner.module.update_target(config.tau)
             self._steps_since_target_update += len(batch)

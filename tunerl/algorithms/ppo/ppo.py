@@ -196,7 +196,7 @@ class PPO(Algorithm):
         with self._timer(m.LEARN_TIMER):
             batch = add_gae(batch, self.learner.module, config.gamma, config.lambda_)
             stats = self.learner.update(batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
-            self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(batch)
+            self.count_trained_steps(len(batch))
             normalizer = self.learner.module.obs_normalizer
             if normalizer is not None:
                 # After the update, so the batch was trained with the statistics it was

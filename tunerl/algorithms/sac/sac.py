@@ -17,7 +17,13 @@ from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.distributions import TanhGaussian
 from tunerl.core.learner import Learner
-from tunerl.core.off_policy import load_buffer, save_buffer, updates_due
+from tunerl.core.off_policy import (
+    load_buffer,
+    replay_update,
+    sample_into_buffer,
+    save_buffer,
+    updates_due,
+)
 from tunerl.core.optim import Adam
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
@@ -25,7 +31,6 @@ from tunerl.core.replay_buffers import (
     ReplayBuffer,
     check_buffer_config,
     make_replay_buffer,
-    n_step_transitions,
 )
 from tunerl.core.rl_module import RLModuleSpec, observation_moments
 
@@ -248,9 +253,7 @@ class SAC(Algorithm):
     def training_step(self) -> dict[str, Any]:
         config = self.config
         # 1. sample into the buffer
-        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
-        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
-        self.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+        batch = sample_into_buffer(self)
         sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         stats: dict[str, float] = {}
         # 2. learn
@@ -263,12 +266,7 @@ class SAC(Algorithm):
                     config.train_batch_size_per_learner,
                 )
                 for _ in range(num_updates):
-                    replay = self.replay_buffer.sample(config.train_batch_size_per_learner)
-                    stats = self.learner.update(replay, sampled)
-                    self.replay_buffer.update_priorities(
-                        replay["batch_indexes"], self.learner.last_td_errors.cpu().numpy()
-                    )
-                    self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += len(replay)
+                    stats = replay_update(self, sampled)
             normalizer = self.learner.module.obs_normalizer
             if normalizer is not None:
                 normalizer.update(*observation_moments(batch[c.OBS]))
