@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunerl.core import metrics as m
 from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer, n_step_transitions
 from tunerl.core.sample_batch import SampleBatch
 
@@ -21,6 +22,22 @@ def updates_due(
     credit += num_sampled * training_intensity / batch_size
     updates = int(credit)
     return updates, credit - updates
+
+
+def updates_owed(algo: Any, num_sampled: int) -> int:
+    """Whole updates `algo` owes after sampling `num_sampled` steps (none before
+    `num_steps_sampled_before_learning_starts`); keeps the fraction in `algo._update_credit`."""
+    config = algo.config
+    sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    if sampled < config.num_steps_sampled_before_learning_starts:
+        return 0
+    updates, algo._update_credit = updates_due(
+        algo._update_credit,
+        num_sampled,
+        config.training_intensity,
+        config.train_batch_size_per_learner,
+    )
+    return updates
 
 
 def save_buffer(buffer: ReplayBuffer, directory: Path, enabled: bool) -> None:

@@ -167,6 +167,13 @@ class RLModule(nn.Module):
         with torch.no_grad():
             return self._forward_train(self._preprocess(batch))[columns.VF_PREDS]
 
+    def update_observation_filter(self, obs) -> None:
+        """Merges a batch of raw observations into the filter's statistics (no-op without a
+        filter). Algorithms call it after learning on the batch, so the batch was trained
+        with the statistics it was sampled with."""
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.update(*observation_moments(obs))
+
     def get_action_dist_cls(self) -> type[Categorical] | type[DiagGaussian]:
         if isinstance(self.action_space, gym.spaces.Discrete):
             return Categorical

@@ -21,7 +21,7 @@ from tunerl.core.off_policy import (
     replay_update,
     sample_into_buffer,
     save_buffer,
-    updates_due,
+    updates_owed,
 )
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
@@ -30,7 +30,7 @@ from tunerl.core.replay_buffers import (
     check_buffer_config,
     make_replay_buffer,
 )
-from tunerl.core.rl_module import RLModuleSpec, observation_moments
+from tunerl.core.rl_module import RLModuleSpec
 
 # ----------------------------------------------------------------------------- config
 _DQN_DEFAULTS = {
@@ -220,13 +220,8 @@ class DQN(Algorithm):
         stats: dict[str, float] = {}
         # 2. learn: training_intensity replayed transitions per sampled step
         with self._timer(m.LEARN_TIMER):
-            if sampled >= config.num_steps_sampled_before_learning_starts:
-                num_updates, self._update_credit = updates_due(
-                    self._update_credit,
-                    len(batch),
-                    config.training_intensity,
-                    config.train_batch_size_per_learner,
-                )
+            num_updates = updates_owed(self, len(batch))
+            if num_updates:
                 beta0 = config.replay_buffer_config.get("beta", 0.4)
                 beta = beta0 + (1.0 - beta0) * min(1.0, sampled / config.beta_annealing_steps)
                 for _ in range(num_updates):
@@ -239,9 +234,7 @@ class DQN(Algorithm):
             ):
                 self.learner.module.update_target(1.0)
                 self._steps_since_target_update = 0
-            normalizer = self.learner.module.obs_normalizer
-            if normalizer is not None:
-                normalizer.update(*observation_moments(batch[c.OBS]))
+            self.learner.module.update_observation_filter(batch[c.OBS])
         stats[m.CURR_EPSILON] = self._set_epsilon()
         # 3. sync
         self._sync_weights()

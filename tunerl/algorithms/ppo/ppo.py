@@ -14,7 +14,7 @@ from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.learner import Learner
 from tunerl.core.postprocessing import add_gae
-from tunerl.core.rl_module import RLModule, observation_moments
+from tunerl.core.rl_module import RLModule
 
 # ----------------------------------------------------------------------------- config
 _PPO_DEFAULTS = {
@@ -197,11 +197,7 @@ class PPO(Algorithm):
             batch = add_gae(batch, self.learner.module, config.gamma, config.lambda_)
             stats = self.learner.update(batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
             self.count_trained_steps(len(batch))
-            normalizer = self.learner.module.obs_normalizer
-            if normalizer is not None:
-                # After the update, so the batch was trained with the statistics it was
-                # sampled with.
-                normalizer.update(*observation_moments(batch[c.OBS]))
+            self.learner.module.update_observation_filter(batch[c.OBS])
         # 3. sync
         self._sync_weights()
         return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}

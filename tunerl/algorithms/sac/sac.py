@@ -22,7 +22,7 @@ from tunerl.core.off_policy import (
     replay_update,
     sample_into_buffer,
     save_buffer,
-    updates_due,
+    updates_owed,
 )
 from tunerl.core.optim import Adam
 from tunerl.core.replay_buffers import (
@@ -32,7 +32,7 @@ from tunerl.core.replay_buffers import (
     check_buffer_config,
     make_replay_buffer,
 )
-from tunerl.core.rl_module import RLModuleSpec, observation_moments
+from tunerl.core.rl_module import RLModuleSpec
 
 # ----------------------------------------------------------------------------- config
 _SAC_DEFAULTS = {
@@ -251,25 +251,17 @@ class SAC(Algorithm):
         self._update_credit = 0.0
 
     def training_step(self) -> dict[str, Any]:
-        config = self.config
         # 1. sample into the buffer
         batch = sample_into_buffer(self)
         sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         stats: dict[str, float] = {}
         # 2. learn
         with self._timer(m.LEARN_TIMER):
-            if sampled >= config.num_steps_sampled_before_learning_starts:
-                num_updates, self._update_credit = updates_due(
-                    self._update_credit,
-                    len(batch),
-                    config.training_intensity,
-                    config.train_batch_size_per_learner,
-                )
+            num_updates = updates_owed(self, len(batch))
+            if num_updates:
                 for _ in range(num_updates):
                     stats = replay_update(self, sampled)
-            normalizer = self.learner.module.obs_normalizer
-            if normalizer is not None:
-                normalizer.update(*observation_moments(batch[c.OBS]))
+            self.learner.module.update_observation_filter(batch[c.OBS])
         # 3. sync
         self._sync_weights()
         return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
