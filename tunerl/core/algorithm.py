@@ -254,6 +254,7 @@ class Algorithm(tune.Trainable):
         learner_results: dict[str, Any] = {}
         while True:
             learner_results = self.training_step()
+            self._record_runner_metrics()
             sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
             elapsed = time.perf_counter() - start
             if (
@@ -289,14 +290,21 @@ class Algorithm(tune.Trainable):
         """Samples a train batch and records its steps and episodes in the counters."""
         with self._timer(m.SAMPLE_TIMER):
             batch = self.env_runner_group.sample(num_timesteps=num_timesteps)
+        self._record_runner_metrics()
+        self.callbacks.on_sample_end(algorithm=self, samples=batch)
+        return batch
+
+    def _record_runner_metrics(self) -> None:
+        """Moves the episodes and env steps the training runners finished since the last
+        call into the counters and the smoothed episode stats. `step()` calls it after every
+        `training_step()`, so a custom one that samples through `env_runner_group` directly
+        is counted too."""
         runner_metrics = self.env_runner_group.pop_metrics()
         self._episode_stats.extend(
             runner_metrics["episode_returns"], runner_metrics["episode_lengths"]
         )
         self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
         self._counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
-        self.callbacks.on_sample_end(algorithm=self, samples=batch)
-        return batch
 
     def count_trained_steps(self, num_env_steps: int) -> None:
         self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps

@@ -89,6 +89,10 @@ class EnvRunnerGroup:
         """The runner actors (RLlib's old name); empty when sampling locally."""
         return list(self._remote.values())
 
+    def remote_runners(self) -> dict[int, Any]:
+        """The runner actors by worker index (1..N); empty when sampling locally."""
+        return dict(self._remote)
+
     @property
     def num_remote_env_runners(self) -> int:
         return len(self._remote)
@@ -108,7 +112,7 @@ class EnvRunnerGroup:
         `pop_metrics()`."""
         if self.local_env_runner is not None:
             batch = self.local_env_runner.sample(num_timesteps, num_episodes, explore)
-            self._add_metrics(self.local_env_runner.get_metrics())
+            self.add_metrics(self.local_env_runner.get_metrics())
             return batch
         return self._sample_remote(num_timesteps, num_episodes, explore)
 
@@ -178,13 +182,13 @@ class EnvRunnerGroup:
             try:
                 batch, metrics = ray.get([sample_ref, metrics_ref])
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
-                self._handle_failure(index, error)
+                self.handle_failure(index, error)
                 continue
             batches.append(batch)
-            self._add_metrics(metrics)
+            self.add_metrics(metrics)
         return batches
 
-    def _handle_failure(self, index: int, error: Exception) -> None:
+    def handle_failure(self, index: int, error: Exception) -> None:
         """A dead actor, or an env that raised inside one: restart the runner if allowed,
         else drop it if allowed, else raise. tunerl's own env contract errors (NaN, an
         observation outside its space) are bugs to fix, not failures to ride out: they are
@@ -209,7 +213,8 @@ class EnvRunnerGroup:
             return
         raise EnvRunnerFailure(f"Env runner {index} failed and was not restarted: {error}")
 
-    def _add_metrics(self, metrics: dict[str, Any]) -> None:
+    def add_metrics(self, metrics: dict[str, Any]) -> None:
+        """Adds a runner's `get_metrics()` to what `pop_metrics()` returns next."""
         self._episode_returns += metrics["episode_returns"]
         self._episode_lengths += metrics["episode_lengths"]
         self._num_env_steps += metrics["num_env_steps"]
@@ -238,7 +243,7 @@ class EnvRunnerGroup:
             try:
                 ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
-                self._handle_failure(index, error)
+                self.handle_failure(index, error)
 
     def set_config(self, config: Any) -> None:
         """Gives every runner a new config whose changes need no new env."""
