@@ -7,7 +7,9 @@ result = algo.train()
 
 __version__ = "0.1.0"
 
+from tunerl.algorithms.appo import APPO, APPOConfig  # noqa: E402
 from tunerl.algorithms.dqn import DQN, DQNConfig  # noqa: E402
+from tunerl.algorithms.impala import IMPALA, IMPALAConfig  # noqa: E402
 from tunerl.algorithms.ppo import PPO, PPOConfig  # noqa: E402
 from tunerl.algorithms.sac import SAC, SACConfig  # noqa: E402
 from tunerl.core.algorithm import Algorithm  # noqa: E402
@@ -21,7 +23,13 @@ from tunerl.core.rl_module import DefaultRLModule, RLModule, RLModuleSpec  # noq
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples  # noqa: E402
 from tunerl.env.registry import EnvError, register_env  # noqa: E402
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"PPO": PPO, "DQN": DQN, "SAC": SAC}
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "PPO": PPO,
+    "DQN": DQN,
+    "SAC": SAC,
+    "APPO": APPO,
+    "IMPALA": IMPALA,
+}
 
 
 def _register_with_tune() -> None:
@@ -52,6 +60,8 @@ _install_ray_init_hook()
 
 __all__ = [
     "ALGORITHMS",
+    "APPO",
+    "APPOConfig",
     "DQN",
     "DQNConfig",
     "PPO",
@@ -64,6 +74,8 @@ __all__ = [
     "EnvError",
     "EnvRunner",
     "EnvRunnerGroup",
+    "IMPALA",
+    "IMPALAConfig",
     "Learner",
     "MultiAgentBatch",
     "PPOConfig",

@@ -1,0 +1,118 @@
+"""Asynchronous sampling: every remote env runner always has one `sample()` request in flight.
+
+IMPALA and APPO (Espeholt et al. 2018) let runners act with slightly stale weights instead
+of waiting for the learner: while the driver trains on one batch, the runners already sample
+the next. `AsyncSampler.collect()` returns what is ready (waiting only while nothing is) and
+at once asks that runner for more; `weights_updated()` broadcasts new weights, one `ray.put`
+and its reference to every runner, every `broadcast_interval` learner updates. A broadcast
+queues behind the runner's request in flight, so the runner's next sample uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from tunerl.core.env_runner_group import EnvRunnerFailure, EnvRunnerGroup
+from tunerl.core.rl_module import RLModule
+from tunerl.core.sample_batch import SampleBatch
+
+logger = logging.getLogger(__name__)
+
+# Inside `timers`: the part of `sample` the driver spent blocked, no sample being ready.
+SAMPLE_WAIT_TIMER = "sample_wait"
+
+
+def request_timesteps(config: Any, num_runners: int) -> int:
+    """Env steps one runner samples per request: `rollout_fragment_length` per sub-env, or
+    with 'auto' an equal share of the train batch."""
+    fragment = config.rollout_fragment_length
+    if fragment == "auto":
+        return math.ceil(config.train_batch_size_per_learner / max(1, num_runners))
+    return fragment * config.num_envs_per_env_runner
+
+
+class AsyncSampler:
+    """Keeps one `sample` request in flight on every remote runner of `group`."""
+
+    def __init__(self, group: EnvRunnerGroup, num_timesteps: int, broadcast_interval: int):
+        self.group = group
+        self.num_timesteps = num_timesteps
+        self.broadcast_interval = broadcast_interval
+        self.wait_s = 0.0  # seconds blocked in collect(), no sample ready (cumulative)
+        self._in_flight: dict[int, tuple[Any, Any]] = {}  # index -> (sample ref, metrics ref)
+        self._weights_ref = None
+        self._updates_since_broadcast = 0
+
+    def _request(self, index: int, actor: Any) -> None:
+        # An actor runs its calls in order: the metrics call returns those of this sample.
+        self._in_flight[index] = (
+            actor.sample.remote(self.num_timesteps),
+            actor.get_metrics.remote(),
+        )
+
+    def _fill(self) -> None:
+        """A request on every runner that has none (new, restarted or just collected)."""
+        runners = self.group.remote_runners()
+        for index in set(self._in_flight) - set(runners):
+            del self._in_flight[index]  # dropped by fault tolerance
+        for index, actor in runners.items():
+            if index not in self._in_flight:
+                self._request(index, actor)
+
+    def collect(self, timeout_s: float) -> list[SampleBatch]:
+        """The samples that are ready, waiting up to `timeout_s` only while none is; adds each
+        runner's episode metrics to the group. Raises `EnvRunnerFailure` if nothing came."""
+        import ray
+
+        self._fill()
+        by_ref = {refs[1]: index for index, refs in self._in_flight.items()}
+        start = time.perf_counter()
+        ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout_s)
+        self.wait_s += time.perf_counter() - start
+        if not ready:
+            raise EnvRunnerFailure(
+                f"No env runner returned a sample within sample_timeout_s={timeout_s}."
+            )
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+        batches = []
+        for ref in ready:
+            index = by_ref[ref]
+            sample_ref, metrics_ref = self._in_flight.pop(index)
+            try:
+                batch, metrics = ray.get([sample_ref, metrics_ref])
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+                self.group.handle_failure(index, error)
+                restarted = self.group.remote_runners().get(index)
+                if restarted is not None and self._weights_ref is not None:
+                    restarted.set_weights.remote(self._weights_ref)
+                continue
+            self.group.add_metrics(metrics)
+            batches.append(batch)
+        self._fill()
+        return batches
+
+    def weights_updated(self, module: RLModule) -> bool:
+        """Counts one learner update; broadcasts `module`'s weights when
+        `broadcast_interval` updates have passed. Returns whether it broadcast."""
+        self._updates_since_broadcast += 1
+        if self._updates_since_broadcast < self.broadcast_interval:
+            return False
+        self.broadcast(module.get_state())
+        return True
+
+    def broadcast(self, weights: dict) -> None:
+        """One `ray.put`, its reference to every runner; nothing waits for them."""
+        import ray
+
+        self._weights_ref = ray.put(weights)
+        for actor in self.group.remote_runners().values():
+            actor.set_weights.remote(self._weights_ref)
+        self._updates_since_broadcast = 0
+
+    def forget_requests(self) -> None:
+        """Drops the requests in flight (their samples and metrics are never read), e.g.
+        after a checkpoint restore, whose runners start fresh episodes."""
+        self._in_flight.clear()
