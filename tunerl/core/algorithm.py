@@ -309,6 +309,12 @@ class Algorithm(tune.Trainable):
     def count_trained_steps(self, num_env_steps: int) -> None:
         self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps
 
+    def sync_weights(self) -> None:
+        """Sends the learner's current weights to every env runner (training and evaluation):
+        one `ray.put`, then the reference to each actor. A custom `training_step()` calls it
+        after learning."""
+        self._sync_weights()
+
     def _sync_weights(self) -> None:
         """Remote runners get a copy of the weights; a local runner on the learner's device
         acts with the learner's module itself, so its sync costs nothing (for DQN and SAC,

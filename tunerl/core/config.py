@@ -669,6 +669,14 @@ class AlgorithmConfig(_Config):
         body = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"{type(self).__name__}({body})"
 
+    def get_rollout_fragment_length(self) -> int:
+        """Steps per sub-env in one `EnvRunner.sample()` without arguments: the field, or for
+        'auto' the train batch split evenly over every runner's sub-envs (RLlib's rule)."""
+        if self.rollout_fragment_length != "auto":
+            return self.rollout_fragment_length
+        num_envs = self.num_envs_per_env_runner * max(1, self.num_env_runners)
+        return math.ceil(self.train_batch_size_per_learner / num_envs)
+
     # ------------------------------------------------------------------------ building
     def build_algo(self) -> Algorithm:
         """Validates the config and builds its algorithm."""

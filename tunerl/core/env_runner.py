@@ -136,8 +136,7 @@ class EnvRunner:
         if num_episodes is not None:
             return self._sample_episodes(num_episodes, explore)
         if num_timesteps is None:
-            fragment = self.config.rollout_fragment_length
-            num_timesteps = (fragment if fragment != "auto" else 200) * self.num_envs
+            num_timesteps = self.config.get_rollout_fragment_length() * self.num_envs
         return self._sample_timesteps(num_timesteps, explore)
 
     def _act(self, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
