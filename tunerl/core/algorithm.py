@@ -26,7 +26,7 @@ from tunerl.core import metrics as m
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig, ConfigError
-from tunerl.core.env_runner_group import EnvRunnerGroup
+from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import RLModule, RLModuleSpec
 from tunerl.env.registry import make_vector_env, resolve_env_creator
@@ -57,6 +57,7 @@ _RUNNER_FIELDS = (
     "evaluation_interval",
     "evaluation_num_env_runners",
     "evaluation_config",
+    "restart_failed_sub_environments",
 )
 
 
@@ -252,6 +253,10 @@ class Algorithm(tune.Trainable):
         start = time.perf_counter()
         steps_before = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         learner_results: dict[str, Any] = {}
+        evaluate_now = self._evaluation_due()
+        parallel_evaluation = None
+        if evaluate_now and self.config.evaluation_parallel_to_training:
+            parallel_evaluation = self._start_evaluation()
         while True:
             learner_results = self.training_step()
             self._record_runner_metrics()
@@ -262,7 +267,9 @@ class Algorithm(tune.Trainable):
                 and sampled >= self.config.min_sample_timesteps_per_iteration
             ):
                 break
-        if self._evaluation_due():
+        if parallel_evaluation is not None:
+            self._last_evaluation = self._finish_evaluation(parallel_evaluation)
+        elif evaluate_now:
             self._last_evaluation = self.evaluate()
         elapsed = time.perf_counter() - start
         sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
@@ -274,6 +281,10 @@ class Algorithm(tune.Trainable):
             **self._counters,
             m.ENV_STEPS_PER_S: sampled / elapsed if elapsed > 0 else 0.0,
             m.TIMERS: dict(self._timers),
+            m.FAULT_TOLERANCE: {
+                m.NUM_HEALTHY_ENV_RUNNERS: self.env_runner_group.num_healthy_remote_workers(),
+                m.NUM_ENV_RUNNER_RESTARTS: self.env_runner_group.num_restarts,
+            },
         }
         if self._last_evaluation is not None:
             result[m.EVALUATION_RESULTS] = self._last_evaluation
@@ -320,20 +331,32 @@ class Algorithm(tune.Trainable):
         acts with the learner's module itself, so its sync costs nothing (for DQN and SAC,
         which sync after every few env steps, copying was a fifth of the run time)."""
         with self._timer(m.SYNC_TIMER):
-            module = self.learner.module
-            groups = [g for g in (self.env_runner_group, self.eval_env_runner_group) if g]
             weights = None
-            for group in groups:
-                if group.local_env_runner is not None and self.learner.device.type == "cpu":
-                    group.local_env_runner.module = module
-                    continue
-                if weights is None:
-                    weights = module.get_state()
-                group.sync_weights(weights)
+            for group in (self.env_runner_group, self.eval_env_runner_group):
+                if group is not None:
+                    weights = self._send_weights(group, weights)
+
+    def _send_weights(self, group: EnvRunnerGroup, weights: dict | None = None) -> dict | None:
+        """Gives `group` the learner's weights (`weights`, if already taken); returns them."""
+        if group.local_env_runner is not None and self.learner.device.type == "cpu":
+            group.local_env_runner.module = self.learner.module
+            return weights
+        if weights is None:
+            weights = self.learner.module.get_state()
+        group.sync_weights(weights)
+        return weights
 
     def evaluate(self) -> dict[str, Any]:
-        """Runs `evaluation_duration` episodes (or env steps) with `evaluation_config`
-        applied; returns `{"env_runners": {...}}` as reported under `evaluation/`."""
+        """Runs `evaluation_duration` episodes (split over the evaluation runners) or env
+        steps with `evaluation_config` applied and the learner's current weights; returns
+        `{"env_runners": {...}}` as reported under `evaluation/`."""
+        with self._timer(m.EVALUATION_TIMER):
+            pending = self._start_evaluation()
+        return self._finish_evaluation(pending)
+
+    def _start_evaluation(self) -> PendingSample:
+        """Sends the learner's weights to the evaluation runners and starts their sample
+        (remote runners: without waiting for it)."""
         group = self.eval_env_runner_group
         if group is None:
             eval_config = self.config.with_overrides(self.config.evaluation_config)
@@ -344,14 +367,26 @@ class Algorithm(tune.Trainable):
                 self._runner_seed,
                 self._env_creator,
             )
-            group.sync_weights(self.learner.module.get_state())
+        self._send_weights(group)
+        if self.config.evaluation_duration_unit == "episodes":
+            return group.start_sample(num_episodes=self.config.evaluation_duration)
+        return group.start_sample(num_timesteps=self.config.evaluation_duration)
+
+    def _finish_evaluation(self, pending: PendingSample) -> dict[str, Any]:
+        group = self.eval_env_runner_group
         with self._timer(m.EVALUATION_TIMER):
-            if self.config.evaluation_duration_unit == "episodes":
-                group.sample(num_episodes=self.config.evaluation_duration)
-            else:
-                group.sample(num_timesteps=self.config.evaluation_duration)
+            group.finish_sample(pending)
         runner_metrics = group.pop_metrics()
-        stats = m.EpisodeStats(window=max(len(runner_metrics["episode_returns"]), 1))
+        num_episodes = len(runner_metrics["episode_returns"])
+        duration = self.config.evaluation_duration
+        if self.config.evaluation_duration_unit == "episodes" and num_episodes != duration:
+            logger.warning(
+                "Evaluation returned %d of the evaluation_duration=%d episodes asked for (runners "
+                "failed or were later than sample_timeout_s; see the messages above).",
+                num_episodes,
+                duration,
+            )
+        stats = m.EpisodeStats(window=max(num_episodes, 1))
         stats.extend(runner_metrics["episode_returns"], runner_metrics["episode_lengths"])
         results = stats.reduce()
         results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]

@@ -265,7 +265,9 @@ class AlgorithmConfig(_Config):
         "sample_timeout_s": _f(
             "env_runners",
             60.0,
-            "Seconds to wait for a remote runner's sample before skipping it.",
+            "Seconds to wait for a remote runner's sample. A runner that is later is skipped "
+            "with a warning (its steps are neither counted nor trained on) and asked for "
+            "nothing more until that sample is done; the others sample its share.",
             *NUMBER,
             low=0,
             low_exclusive=True,
@@ -329,6 +331,15 @@ class AlgorithmConfig(_Config):
         "evaluation_config": _f(
             "evaluation", {}, "Overrides for evaluation, e.g. {'explore': False}.", dict
         ),
+        "evaluation_parallel_to_training": _f(
+            "evaluation",
+            False,
+            "Evaluate while training_step() runs: the evaluation runners' sample requests "
+            "start before the iteration trains and are collected after it, so they evaluate "
+            "the weights from the start of the iteration (as in RLlib). Needs "
+            "evaluation_num_env_runners >= 1 (remote evaluation runners).",
+            bool,
+        ),
         # rl_module
         "model_config": _f(
             "rl_module",
@@ -390,15 +401,33 @@ class AlgorithmConfig(_Config):
         ),
         # fault_tolerance
         "restart_failed_env_runners": _f(
-            "fault_tolerance", True, "Replace a runner actor that died.", bool
+            "fault_tolerance",
+            True,
+            "Replace a runner actor that died or whose env raised; the new one gets the "
+            "current weights and the others sample what it owed this iteration.",
+            bool,
         ),
         "max_num_env_runner_restarts": _f(
-            "fault_tolerance", 1000, "Restarts allowed per runner.", int, low=0
+            "fault_tolerance",
+            1000,
+            "Restarts allowed per runner; past them it is dropped (ignore_env_runner_failures) "
+            "or training stops with the runner's error.",
+            int,
+            low=0,
         ),
         "ignore_env_runner_failures": _f(
             "fault_tolerance",
             False,
-            "Continue with the healthy runners when one fails and is not restarted.",
+            "Go on with the healthy runners when one fails and is not restarted (training "
+            "stops with the error when it was the last one).",
+            bool,
+        ),
+        "restart_failed_sub_environments": _f(
+            "fault_tolerance",
+            False,
+            "Recreate a sub-env that raises in step() or reset() in place: its episode is "
+            "dropped, the runner and its other sub-envs go on. Each sub-env then steps on "
+            "its own, also for Gymnasium ids with a native vector implementation.",
             bool,
         ),
         # callbacks
@@ -544,7 +573,7 @@ class AlgorithmConfig(_Config):
 
     def evaluation(self, **kwargs: Any) -> AlgorithmConfig:
         """evaluation_interval, evaluation_duration(_unit), evaluation_num_env_runners,
-        evaluation_config."""
+        evaluation_config, evaluation_parallel_to_training."""
         if "evaluation_config" in kwargs and isinstance(kwargs["evaluation_config"], dict):
             self._check_overrides(kwargs["evaluation_config"])
         return self._update("evaluation", kwargs)
@@ -566,7 +595,8 @@ class AlgorithmConfig(_Config):
         return self._update("debugging", kwargs)
 
     def fault_tolerance(self, **kwargs: Any) -> AlgorithmConfig:
-        """restart_failed_env_runners, max_num_env_runner_restarts, ignore_env_runner_failures."""
+        """restart_failed_env_runners, max_num_env_runner_restarts, ignore_env_runner_failures,
+        restart_failed_sub_environments."""
         return self._update("fault_tolerance", kwargs)
 
     def callbacks(self, callbacks_class: Any = _UNSET) -> AlgorithmConfig:
@@ -609,6 +639,13 @@ class AlgorithmConfig(_Config):
                 "be at most the train batch."
             )
         self._check_overrides(self.evaluation_config)
+        if self.evaluation_parallel_to_training and self.evaluation_num_env_runners == 0:
+            raise ConfigError(
+                "evaluation_parallel_to_training=True needs remote evaluation runners, but "
+                "evaluation_num_env_runners=0: an evaluation in the algorithm's own process "
+                "cannot run while it trains. Set .evaluation(evaluation_num_env_runners=1) "
+                "or more, or evaluation_parallel_to_training=False to evaluate after training."
+            )
 
     def copy(self, copy_frozen: bool = False) -> AlgorithmConfig:
         """A deep copy, unfrozen unless `copy_frozen`."""

@@ -10,6 +10,7 @@ needs).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -19,12 +20,57 @@ import torch
 from tunerl.core import columns
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.sample_batch import SampleBatch
-from tunerl.env.registry import EnvCreator, EnvError, make_vector_env
+from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_vector_env
 
 logger = logging.getLogger(__name__)
 
 # Episode ids are unique across runners: the runner's index sits in the high bits.
 _EPS_ID_STRIDE = 1 << 40
+# Info key a recreated sub-env sets on the step that failed (the vector env adds "_" + key).
+SUB_ENV_FAILED = "tunerl_sub_env_failed"
+
+
+class RecreateOnError(gym.Wrapper):
+    """A sub-env that is built again when its `step()` or `reset()` raises.
+
+    The failed step is reported as a truncation with `info[SUB_ENV_FAILED] = True` and the
+    new env's first observation; the runner records no row for it and does not count the
+    episode. A new env that fails on its first reset is not retried: that error is raised."""
+
+    def __init__(self, make_env: Callable[[], gym.Env], description: str):
+        super().__init__(make_env())
+        self._make_env = make_env
+        self._description = description
+        self.num_restarts = 0
+
+    def step(self, action: Any) -> tuple:
+        try:
+            return self.env.step(action)
+        except Exception as error:  # noqa: BLE001 - any env error is what this wrapper is for
+            obs, info = self._recreate(error)
+            return obs, 0.0, False, True, {**info, SUB_ENV_FAILED: True}
+
+    def reset(self, **kwargs: Any) -> tuple:
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as error:  # noqa: BLE001 - as in step()
+            return self._recreate(error)
+
+    def _recreate(self, error: Exception) -> tuple:
+        logger.error(
+            "%s raised %s: %s; recreating it (restart_failed_sub_environments=True).",
+            self._description,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001 - the broken env may not close cleanly; it is dropped
+            logger.debug("Closing the failed sub-env raised too.", exc_info=True)
+        self.env = self._make_env()
+        self.num_restarts += 1
+        return self.env.reset()
 
 
 class EnvRunner:
@@ -45,9 +91,7 @@ class EnvRunner:
         self.config = config
         self.worker_index = worker_index
         self.num_envs = config.num_envs_per_env_runner
-        self.env = make_vector_env(
-            config.env, config.env_config, self.num_envs, worker_index, env_creator
-        )
+        self.env = self._make_env(env_creator)
         self.single_observation_space = self.env.single_observation_space
         self.single_action_space = self.env.single_action_space
         self.module = module_spec.build()
@@ -68,6 +112,30 @@ class EnvRunner:
         self._finished_returns: list[float] = []
         self._finished_lengths: list[int] = []
         self._num_env_steps = 0
+
+    def _make_env(self, env_creator: EnvCreator | None) -> gym.vector.VectorEnv:
+        config = self.config
+        if not config.restart_failed_sub_environments:
+            return make_vector_env(
+                config.env, config.env_config, self.num_envs, self.worker_index, env_creator
+            )
+        # Each sub-env in its own wrapper, so one can be rebuilt without the others (a
+        # Gymnasium id's native vector implementation has no sub-envs to rebuild).
+        creator = env_creator or (lambda env_config: gym.make(config.env, **env_config))
+
+        def recreating(context: EnvContext) -> gym.Env:
+            where = f"Sub-env {context.vector_index} of env runner {context.worker_index}"
+            return RecreateOnError(lambda: creator(context), f"{where} ({config.env!r})")
+
+        return make_vector_env(
+            config.env, config.env_config, self.num_envs, self.worker_index, recreating
+        )
+
+    @property
+    def num_sub_env_restarts(self) -> int:
+        """Sub-envs recreated after raising (restart_failed_sub_environments)."""
+        envs = getattr(self.env, "envs", [])
+        return sum(env.num_restarts for env in envs if isinstance(env, RecreateOnError))
 
     # ------------------------------------------------------------------------ state
     def reset(self, seed: int | None) -> None:
@@ -163,14 +231,20 @@ class EnvRunner:
             return np.clip(actions, self._action_low, self._action_high)
         return actions
 
-    def _step(self, explore: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """One vector step. Returns the step's columns (one row per sub-env) and the mask of
-        rows that are real transitions."""
+    def _step(self, explore: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """One vector step. Returns the step's columns (one row per sub-env), the mask of
+        rows that are real transitions and the mask of episodes that ended in this step."""
         actions, logp, dist_inputs, vf = self._act(explore)
-        next_obs, rewards, terminateds, truncateds, _ = self.env.step(self._env_actions(actions))
+        next_obs, rewards, terminateds, truncateds, infos = self.env.step(
+            self._env_actions(actions)
+        )
         next_obs = np.asarray(next_obs, dtype=self._obs_dtype)
         rewards = np.asarray(rewards, dtype=np.float32)
         valid = ~self._needs_reset
+        # A recreated sub-env's failed step is no transition, and its episode is lost: the
+        # episode's earlier rows end a trajectory piece (bootstrapped, like a fragment end).
+        failed = np.asarray(infos.get("_" + SUB_ENV_FAILED, np.zeros(self.num_envs, bool)))
+        valid &= ~failed
         if self._check_env:
             self._check_obs(next_obs)
             if not np.isfinite(rewards).all():
@@ -203,10 +277,10 @@ class EnvRunner:
             self._next_eps_id += count
             self._t[restarted] = 0
             self._returns[restarted] = 0.0
-        self._needs_reset = done
+        self._needs_reset = done | failed
         self._obs = next_obs
         self._num_env_steps += int(valid.sum())
-        return row, valid
+        return row, valid, done
 
     def _finish_episodes(self, done: np.ndarray) -> None:
         for i in np.flatnonzero(done):
@@ -218,8 +292,8 @@ class EnvRunner:
             self._start()
         rows, masks, collected = [], [], 0
         while collected < num_timesteps:
-            row, valid = self._step(explore)
-            self._finish_episodes(self._needs_reset)
+            row, valid, done = self._step(explore)
+            self._finish_episodes(done)
             rows.append(row)
             masks.append(valid)
             collected += int(valid.sum())
@@ -227,17 +301,20 @@ class EnvRunner:
 
     def _sample_episodes(self, num_episodes: int, explore: bool) -> SampleBatch:
         """Exactly `num_episodes` fresh episodes: each sub-env keeps starting episodes until
-        enough were started, so short episodes are not favoured."""
+        enough were started, so short episodes are not favoured. An episode lost to a
+        recreated sub-env is replaced by the next one that sub-env starts. Env steps are
+        counted for the rows returned only (not for sub-envs already done)."""
         self._start()
         started = min(num_episodes, self.num_envs)
         active = np.arange(self.num_envs) < started
         rows, masks = [], []
         while active.any():
-            row, valid = self._step(explore)
+            row, valid, done = self._step(explore)
             keep = valid & active
+            self._num_env_steps -= int(valid.sum() - keep.sum())
             rows.append(row)
             masks.append(keep)
-            done = self._needs_reset & active
+            done &= active
             self._finish_episodes(done)
             for i in np.flatnonzero(done):
                 if started < num_episodes:

@@ -4,16 +4,25 @@ With `num_env_runners=0` one local runner samples in the algorithm's process and
 started. With N > 0 the group starts N `EnvRunner` actors (inside a Tune trial they land in
 the trial's placement group, which reserved a bundle for each), samples on all of them in
 parallel, and broadcasts weights by putting them in the object store once.
+
+Fault tolerance (the `.fault_tolerance()` and `sample_timeout_s` settings): a runner whose
+actor died or whose env raised is logged with its error and restarted with the last weights
+sent, or dropped, or its error is raised; what it owed is sampled again from the runners
+that are up. A runner later than `sample_timeout_s` is skipped with a warning and asked for
+nothing more until that sample is done. Steps and episodes are counted only from the samples
+returned, so the counters match what the learner trains on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
-from tunerl.core import columns
+import ray
+
 from tunerl.core.env_runner import EnvRunner
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.sample_batch import SampleBatch, concat_samples
@@ -23,18 +32,29 @@ logger = logging.getLogger(__name__)
 
 # Rounds of sampling per call: the first, and re-sampling what failed runners owed.
 _MAX_SAMPLE_ROUNDS = 3
+# What a call on a runner actor raises when the actor died or the call raised inside it.
+_RAY_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.RayTaskError)
 
 
 def ensure_ray() -> None:
     """Starts a local Ray quietly if none is running (no dashboard, warnings only)."""
-    import ray
-
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
 
 
 class EnvRunnerFailure(RuntimeError):
     """A remote env runner failed and fault tolerance did not allow going on without it."""
+
+
+@dataclasses.dataclass
+class PendingSample:
+    """A sample `EnvRunnerGroup.start_sample()` asked for; `finish_sample()` collects it."""
+
+    num_timesteps: int | None
+    num_episodes: int | None
+    explore: bool | None
+    requests: dict[int, tuple[Any, Any]]  # runner index -> (sample ref, metrics ref)
+    batch: SampleBatch | None = None  # a local runner's, sampled at once
 
 
 class EnvRunnerGroup:
@@ -60,6 +80,10 @@ class EnvRunnerGroup:
         self._num_env_steps = 0
         self.local_env_runner: EnvRunner | None = None
         self._remote: dict[int, Any] = {}
+        # Sample requests not collected yet (in flight, or late), and calls whose result
+        # nobody waited for (weights sent to a busy runner), by runner index.
+        self._in_flight: dict[int, list[Any]] = {}
+        self._unchecked: dict[int, list[Any]] = {}
         if num_env_runners == 0:
             self.local_env_runner = EnvRunner(
                 config, module_spec, worker_index=0, seed=seed_fn(0), env_creator=env_creator
@@ -70,8 +94,6 @@ class EnvRunnerGroup:
                 self._remote[index] = self._start_actor(index)
 
     def _start_actor(self, index: int) -> Any:
-        import ray
-
         options = {
             "num_cpus": self.config.num_cpus_per_env_runner,
             "num_gpus": self.config.num_gpus_per_env_runner,
@@ -109,40 +131,9 @@ class EnvRunnerGroup:
     ) -> SampleBatch:
         """At least `num_timesteps` env steps (or exactly `num_episodes` episodes) from all
         runners together, gathered in parallel; their episode metrics are kept for
-        `pop_metrics()`."""
-        if self.local_env_runner is not None:
-            batch = self.local_env_runner.sample(num_timesteps, num_episodes, explore)
-            self.add_metrics(self.local_env_runner.get_metrics())
-            return batch
-        return self._sample_remote(num_timesteps, num_episodes, explore)
-
-    @staticmethod
-    def _split(total: int, count: int) -> list[int]:
-        """`total` episodes over `count` runners, as evenly as possible."""
-        share, extra = divmod(total, count)
-        return [share + (1 if i < extra else 0) for i in range(count)]
-
-    def _sample_remote(self, num_timesteps, num_episodes, explore) -> SampleBatch:
-        """Samples on every runner in parallel. A runner that fails is restarted (within
-        the fault-tolerance settings) and what it owed is sampled again from the runners
-        that are up, so the batch still has the steps or episodes asked for."""
-        batches: list[SampleBatch] = []
-        steps_left, episodes_left = num_timesteps, num_episodes
-        for _ in range(_MAX_SAMPLE_ROUNDS):
-            restarts_before = self.num_restarts
-            new = self._sample_round(steps_left, episodes_left, explore)
-            if not new and self.num_restarts == restarts_before:
-                break  # nothing came back and nothing was restarted: asking again won't help
-            batches += new
-            if steps_left is not None:
-                steps_left -= sum(len(batch) for batch in new)
-                if steps_left <= 0:
-                    break
-            else:
-                episodes_left -= sum(_num_episodes(batch) for batch in new)
-                if episodes_left <= 0:
-                    break
-        batch = concat_samples(batches)
+        `pop_metrics()`. With neither, each runner samples `rollout_fragment_length` steps
+        per sub-env. Raises `EnvRunnerFailure` if no runner returned anything."""
+        batch = self.finish_sample(self.start_sample(num_timesteps, num_episodes, explore))
         if len(batch) == 0:
             raise EnvRunnerFailure(
                 "No env runner returned a sample (all failed or timed out after "
@@ -150,51 +141,147 @@ class EnvRunnerGroup:
             )
         return batch
 
-    def _sample_round(self, num_timesteps, num_episodes, explore) -> list[SampleBatch]:
-        import ray
+    def start_sample(
+        self,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool | None = None,
+    ) -> PendingSample:
+        """Sends the sample requests to the remote runners and returns at once; collect with
+        `finish_sample()` (how evaluation runs in parallel to training). A local runner
+        samples here, before returning."""
+        if self.local_env_runner is not None:
+            batch = self.local_env_runner.sample(num_timesteps, num_episodes, explore)
+            self.add_metrics(self.local_env_runner.get_metrics())
+            return PendingSample(num_timesteps, num_episodes, explore, {}, batch)
+        requests = self._request_round(num_timesteps, num_episodes, explore)
+        return PendingSample(num_timesteps, num_episodes, explore, requests)
 
-        indices = list(self._remote)
+    def finish_sample(self, pending: PendingSample) -> SampleBatch:
+        """Collects what `start_sample()` asked for. A runner that fails is restarted (within
+        the fault-tolerance settings) and what it owed is sampled again from the runners
+        that are up; one that is later than `sample_timeout_s` is skipped with a warning.
+        The batch may hold fewer steps or episodes than asked (even none) when runners were
+        skipped or dropped."""
+        if pending.batch is not None:
+            return pending.batch
+        batches: list[SampleBatch] = []
+        steps_left, episodes_left = pending.num_timesteps, pending.num_episodes
+        requests = pending.requests
+        for _ in range(_MAX_SAMPLE_ROUNDS):
+            restarts_before = self.num_restarts
+            new, new_episodes = self._collect_round(requests)
+            batches += new
+            if steps_left is not None:
+                steps_left -= sum(len(batch) for batch in new)
+                if steps_left <= 0:
+                    break
+            elif episodes_left is not None:
+                episodes_left -= new_episodes
+                if episodes_left <= 0:
+                    break
+            else:
+                break  # one fragment per runner was asked for: no share to make up
+            if not new and self.num_restarts == restarts_before:
+                break  # nothing came back and nothing was restarted: asking again won't help
+            requests = self._request_round(steps_left, episodes_left, pending.explore)
+            if not requests:
+                break
+        return concat_samples(batches)
+
+    @staticmethod
+    def _split(total: int, count: int) -> list[int]:
+        """`total` episodes over `count` runners, as evenly as possible."""
+        share, extra = divmod(total, count)
+        return [share + (1 if i < extra else 0) for i in range(count)]
+
+    def _request_round(self, num_timesteps, num_episodes, explore) -> dict[int, tuple]:
+        """One `sample` and one `get_metrics` call on every runner that is not still busy
+        with a late sample: {index: (sample ref, metrics ref)}."""
+        indices = [index for index in list(self._remote) if self._is_free(index)]
+        if not indices:
+            return {}
         if num_timesteps is not None:
-            per_runner = [math.ceil(num_timesteps / len(indices))] * len(indices)
+            steps = [math.ceil(num_timesteps / len(indices))] * len(indices)
             episodes = [None] * len(indices)
+        elif num_episodes is not None:
+            steps, episodes = [None] * len(indices), self._split(num_episodes, len(indices))
         else:
-            per_runner = [None] * len(indices)
-            episodes = self._split(num_episodes, len(indices))
-        pending = {}
-        for index, steps, eps in zip(indices, per_runner, episodes):
-            if eps == 0:
+            steps, episodes = [None] * len(indices), [None] * len(indices)
+        requests = {}
+        for index, num_steps, num_eps in zip(indices, steps, episodes):
+            if num_eps == 0:
                 continue
             actor = self._remote[index]
-            pending[index] = (actor.sample.remote(steps, eps, explore), actor.get_metrics.remote())
-        refs = [ref for pair in pending.values() for ref in pair]
+            # An actor runs its calls in order: the metrics are those of this sample.
+            requests[index] = (
+                actor.sample.remote(num_steps, num_eps, explore),
+                actor.get_metrics.remote(),
+            )
+            self._in_flight[index] = list(requests[index])
+        return requests
+
+    def _collect_round(self, requests: dict[int, tuple]) -> tuple[list[SampleBatch], int]:
+        """Waits up to `sample_timeout_s` for the requests; returns the batches that came
+        back and the episodes they finished."""
+        if not requests:
+            return [], 0
+        refs = [ref for pair in requests.values() for ref in pair]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.config.sample_timeout_s)
         ready = set(ready)
-        batches = []
-        for index, (sample_ref, metrics_ref) in pending.items():
+        batches, num_episodes = [], 0
+        for index, (sample_ref, metrics_ref) in requests.items():
+            if index not in self._remote or self._in_flight.get(index) != [sample_ref, metrics_ref]:
+                continue  # dropped or restarted since the request
             if sample_ref not in ready or metrics_ref not in ready:
+                # It stays in flight: the runner gets no new request until it is done, and
+                # its steps and episodes are not counted (nothing trains on them).
                 logger.warning(
                     "Env runner %d did not return its sample within sample_timeout_s=%s; "
-                    "skipping it this iteration.",
+                    "skipping it until that sample is done.",
                     index,
                     self.config.sample_timeout_s,
                 )
                 continue
+            del self._in_flight[index]
             try:
                 batch, metrics = ray.get([sample_ref, metrics_ref])
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+            except _RAY_ERRORS as error:
                 self.handle_failure(index, error)
                 continue
             batches.append(batch)
             self.add_metrics(metrics)
-        return batches
+            num_episodes += len(metrics["episode_returns"])
+        return batches, num_episodes
+
+    def _is_free(self, index: int) -> bool:
+        """False while runner `index` is still busy with a sample that came back late. A late
+        sample that is done now is dropped; calls nobody waited for (weights sent while the
+        runner was busy) are checked, and a runner found dead is handled as a failure."""
+        late = self._in_flight.get(index)
+        if late:
+            done, _ = ray.wait(late, num_returns=len(late), timeout=0)
+            if len(done) < len(late):
+                return False
+            del self._in_flight[index]
+            self._unchecked.setdefault(index, []).extend(late)
+        unchecked = self._unchecked.pop(index, [])
+        if unchecked:
+            done, pending = ray.wait(unchecked, num_returns=len(unchecked), timeout=0)
+            if pending:
+                self._unchecked[index] = pending
+            try:
+                ray.get(done)
+            except _RAY_ERRORS as error:
+                self.handle_failure(index, error)
+        return index in self._remote
 
     def handle_failure(self, index: int, error: Exception) -> None:
-        """A dead actor, or an env that raised inside one: restart the runner if allowed,
-        else drop it if allowed, else raise. tunerl's own env contract errors (NaN, an
-        observation outside its space) are bugs to fix, not failures to ride out: they are
-        raised to the user as they are."""
-        import ray
-
+        """A dead actor, or an env that raised inside one: restart the runner if allowed
+        (it gets the last weights sent), else drop it if allowed, else raise. The error is
+        logged in full either way. tunerl's own env contract errors (NaN, an observation
+        outside its space) are bugs to fix, not failures to ride out: they are raised to the
+        user as they are."""
         if isinstance(error, ray.exceptions.RayTaskError):
             cause = error.as_instanceof_cause()
             if isinstance(cause, EnvError):
@@ -202,16 +289,34 @@ class EnvRunnerGroup:
         config = self.config
         restarts = self._restarts_per_index.get(index, 0)
         logger.error("Env runner %d failed: %s", index, error)
+        self._in_flight.pop(index, None)
+        self._unchecked.pop(index, None)
         if config.restart_failed_env_runners and restarts < config.max_num_env_runner_restarts:
             ray.kill(self._remote[index], no_restart=True)
             self._remote[index] = self._start_actor(index)
             self._restarts_per_index[index] = restarts + 1
             self.num_restarts += 1
+            logger.warning(
+                "Env runner %d restarted (restart %d of max_num_env_runner_restarts=%d for it).",
+                index,
+                restarts + 1,
+                config.max_num_env_runner_restarts,
+            )
             return
         if config.ignore_env_runner_failures and len(self._remote) > 1:
             ray.kill(self._remote.pop(index), no_restart=True)
+            logger.warning(
+                "Env runner %d dropped (ignore_env_runner_failures=True); %d healthy remain.",
+                index,
+                len(self._remote),
+            )
             return
-        raise EnvRunnerFailure(f"Env runner {index} failed and was not restarted: {error}")
+        raise EnvRunnerFailure(
+            f"Env runner {index} failed and was not restarted "
+            f"(restart_failed_env_runners={config.restart_failed_env_runners}, "
+            f"{restarts} of max_num_env_runner_restarts={config.max_num_env_runner_restarts} "
+            f"used, ignore_env_runner_failures={config.ignore_env_runner_failures}): {error}"
+        ) from error
 
     def add_metrics(self, metrics: dict[str, Any]) -> None:
         """Adds a runner's `get_metrics()` to what `pop_metrics()` returns next."""
@@ -231,18 +336,25 @@ class EnvRunnerGroup:
 
     # ---------------------------------------------------------------------- weights
     def sync_weights(self, weights: dict) -> None:
-        """Sends `weights` to every runner: one `ray.put`, then the reference to each."""
+        """Sends `weights` to every runner: one `ray.put`, then the reference to each. Waits
+        for the runners that are idle; one still sampling (a late sample, or an evaluation
+        running in parallel to training) applies them after that sample, as an actor runs
+        its calls in order, and nothing waits for it."""
         if self.local_env_runner is not None:
             self.local_env_runner.set_weights(weights)
             return
-        import ray
-
         self._weights_ref = ray.put(weights)
-        refs = {i: a.set_weights.remote(self._weights_ref) for i, a in self._remote.items()}
+        refs = {}
+        for index, actor in self._remote.items():
+            ref = actor.set_weights.remote(self._weights_ref)
+            if index in self._in_flight:
+                self._unchecked.setdefault(index, []).append(ref)
+            else:
+                refs[index] = ref
         for index, ref in refs.items():
             try:
                 ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+            except _RAY_ERRORS as error:
                 self.handle_failure(index, error)
 
     def set_config(self, config: Any) -> None:
@@ -251,8 +363,6 @@ class EnvRunnerGroup:
         if self.local_env_runner is not None:
             self.local_env_runner.set_config(config)
             return
-        import ray
-
         ray.get([actor.set_config.remote(config) for actor in self._remote.values()])
 
     def reset(self) -> None:
@@ -260,16 +370,12 @@ class EnvRunnerGroup:
         if self.local_env_runner is not None:
             self.local_env_runner.reset(self._seed_fn(0))
             return
-        import ray
-
         ray.get([actor.reset.remote(self._seed_fn(i)) for i, actor in self._remote.items()])
 
     def foreach_env_runner(self, fn: Callable[[EnvRunner], Any]) -> list[Any]:
         """Calls `fn(runner)` on every runner and returns the results."""
         if self.local_env_runner is not None:
             return [fn(self.local_env_runner)]
-        import ray
-
         return ray.get(
             [a.__ray_call__.remote(lambda self_, f=fn: f(self_)) for a in self._remote.values()]
         )
@@ -279,15 +385,8 @@ class EnvRunnerGroup:
         if self.local_env_runner is not None:
             self.local_env_runner.stop()
         if self._remote:
-            import ray
-
             for actor in self._remote.values():
                 ray.kill(actor, no_restart=True)
             self._remote.clear()
-
-
-def _num_episodes(batch: SampleBatch) -> int:
-    """Episodes in a batch sampled with `num_episodes` (each one complete)."""
-    if len(batch) == 0:
-        return 0
-    return len(set(batch[columns.EPS_ID].tolist()))
+            self._in_flight.clear()
+            self._unchecked.clear()

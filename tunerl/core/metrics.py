@@ -15,6 +15,7 @@ ENV_RUNNER_RESULTS = "env_runners"
 EVALUATION_RESULTS = "evaluation"
 LEARNER_RESULTS = "learners"
 TIMERS = "timers"
+FAULT_TOLERANCE = "fault_tolerance"
 
 # Inside `env_runners` (and `evaluation/env_runners`).
 EPISODE_RETURN_MEAN = "episode_return_mean"
@@ -29,6 +30,11 @@ NUM_ENV_STEPS_SAMPLED_LIFETIME = "num_env_steps_sampled_lifetime"
 NUM_ENV_STEPS_TRAINED_LIFETIME = "num_env_steps_trained_lifetime"
 NUM_EPISODES_LIFETIME = "num_episodes_lifetime"
 ENV_STEPS_PER_S = "env_steps_per_s"
+
+# Inside `fault_tolerance`: remote training runners up now, and restarts since the algorithm
+# was built (RLlib: num_healthy_workers, num_remote_worker_restarts).
+NUM_HEALTHY_ENV_RUNNERS = "num_healthy_env_runners"
+NUM_ENV_RUNNER_RESTARTS = "num_env_runner_restarts"
 
 # Inside `learners/<module_id>`.
 POLICY_LOSS = "policy_loss"
