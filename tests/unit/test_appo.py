@@ -1,0 +1,264 @@
+"""APPO and IMPALA: tiny runs with the local runner and with remote runners sampling
+asynchronously, sampled and trained step counts, the target network, weight broadcasts,
+a restarted runner, checkpoints that continue exactly, and config errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+import tunerl
+from tunerl import APPO, IMPALA, APPOConfig, Callbacks, ConfigError, IMPALAConfig
+from tunerl.algorithms.impala.impala import policy_logp
+from tunerl.core import columns as c
+from tunerl.core import metrics as m
+from tunerl.core.async_sampling import SAMPLE_WAIT_TIMER, AsyncSampler
+
+TRAIN_BATCH = 128
+
+
+def tiny_config(
+    config_class: type = APPOConfig, num_env_runners: int = 0, seed: int = 0, **training: Any
+) -> APPOConfig:
+    """One update of 128 env steps (two sub-envs) per training step, minibatches of 64."""
+    settings = {
+        "train_batch_size_per_learner": TRAIN_BATCH,
+        "minibatch_size": 64,
+        "num_epochs": 1,
+        "lr": 1e-3,
+        **training,
+    }
+    return (
+        config_class()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=2)
+        .training(**settings)
+        .rl_module(model_config={"fcnet_hiddens": [16]})
+        .debugging(seed=seed)
+    )
+
+
+def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def assert_counts(result: dict, num_updates: int) -> None:
+    """Every sampled step is trained, once, in updates of at least a train batch."""
+    sampled = result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sampled
+    assert sampled >= num_updates * TRAIN_BATCH
+    assert result[m.NUM_EPISODES_LIFETIME] > 0
+
+
+# ------------------------------------------------------------------ the local runner
+@pytest.mark.parametrize("config_class", [APPOConfig, IMPALAConfig])
+def test_trains_with_the_local_runner_and_reports_its_stats(config_class, build):
+    algo = build(tiny_config(config_class))
+
+    results = [algo.train() for _ in range(3)]
+
+    assert algo.async_sampler is None
+    stats = results[-1][m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
+    for key in (m.POLICY_LOSS, m.VF_LOSS, m.ENTROPY, m.VF_EXPLAINED_VAR, m.GRAD_NORM):
+        assert np.isfinite(stats[key]), key
+    assert_counts(results[-1], 3)
+    # The local runner samples the train batch per training step (plus at most one more
+    # vector step, whose sub-envs' rows all count).
+    for result in results:
+        assert (
+            TRAIN_BATCH <= result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] < TRAIN_BATCH + 2
+        )
+
+
+def test_impala_with_the_local_runner_is_on_policy(build):
+    class KeepBatch(Callbacks):
+        def on_sample_end(self, *, algorithm, samples, **kwargs):
+            algorithm.last_batch = samples.copy()
+            algorithm.logp_before_update = policy_logp(algorithm.get_module(), samples)
+
+    algo = build(tiny_config(IMPALAConfig).callbacks(KeepBatch))
+    algo.train()
+
+    # Sampled with the learner's own module: behaviour = target policy, rho = 1.
+    np.testing.assert_allclose(
+        algo.logp_before_update, algo.last_batch[c.ACTION_LOGP], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_appo_learns_a_continuous_action_space(build):
+    config = tiny_config().environment("Pendulum-v1")
+    algo = build(config)
+    result = algo.train()
+    assert np.isfinite(result[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID][m.POLICY_LOSS])
+
+
+# ------------------------------------------------------------------ target network
+def test_target_network_follows_the_online_one_every_update_freq_steps(build):
+    algo = build(tiny_config(target_network_update_freq=2 * TRAIN_BATCH))
+    learner = algo.learner
+    initial = parameters(learner.module)
+
+    algo.train()  # 128 trained steps: not yet
+    assert all_equal(parameters(learner.target_module), initial)
+    assert not all_equal(parameters(learner.module), initial)
+
+    algo.train()  # 256: copied after the update
+    assert all_equal(parameters(learner.target_module), parameters(learner.module))
+    assert learner.steps_since_target_update == 0
+
+
+def test_soft_target_updates_move_the_target_by_tau(build):
+    algo = build(tiny_config(tau=0.25))
+    learner = algo.learner
+    target_before = parameters(learner.target_module)
+
+    algo.train()
+
+    online = parameters(learner.module)
+    expected = [t + 0.25 * (o - t) for t, o in zip(target_before, online)]
+    for actual, wanted in zip(parameters(learner.target_module), expected):
+        torch.testing.assert_close(actual, wanted)
+
+
+def test_kl_coefficient_adapts_when_the_kl_loss_is_on(build):
+    algo = build(tiny_config(use_kl_loss=True, kl_coeff=0.5, kl_target=1e-9, num_epochs=2))
+    result = algo.train()
+    stats = result[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
+    assert stats[m.MEAN_KL_LOSS] > 2e-9  # the policy moved from the target ...
+    assert algo.learner.kl_coeff == pytest.approx(0.75)  # ... so the penalty grew by 1.5
+    assert stats[m.CURR_KL_COEFF] == pytest.approx(0.75)
+
+
+# ------------------------------------------------------------------------ checkpoints
+def test_checkpoint_restores_the_target_network_and_two_restores_continue_identically(
+    build, tmp_path
+):
+    algo = build(tiny_config(use_kl_loss=True, target_network_update_freq=10_000))
+    for _ in range(2):
+        algo.train()
+    path = Path(algo.save_to_path(tmp_path / "checkpoint"))
+
+    first, second = APPO.from_checkpoint(path), APPO.from_checkpoint(path)
+    try:
+        for restored in (first, second):
+            assert all_equal(
+                parameters(restored.learner.target_module), parameters(algo.learner.target_module)
+            )
+            assert restored.learner.kl_coeff == algo.learner.kl_coeff
+            assert restored.learner.steps_since_target_update == (
+                algo.learner.steps_since_target_update
+            )
+            assert restored.learner.steps_since_target_update >= 2 * TRAIN_BATCH
+        first_results = [first.train() for _ in range(2)]
+        second_results = [second.train() for _ in range(2)]
+        for a, b in zip(first_results, second_results):
+            assert a[m.LEARNER_RESULTS] == b[m.LEARNER_RESULTS]
+            assert a[m.ENV_RUNNER_RESULTS] == b[m.ENV_RUNNER_RESULTS]
+            assert a[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] == b[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        assert [r["training_iteration"] for r in first_results] == [3, 4]
+        assert all_equal(parameters(first.get_module()), parameters(second.get_module()))
+    finally:
+        first.stop()
+        second.stop()
+
+
+# ------------------------------------------------------------------------ config errors
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("vtrace_clip_rho_threshold", 0.0),
+        ("vtrace_clip_pg_rho_threshold", -1.0),
+        ("broadcast_interval", 0),
+        ("clip_param", 0),
+        ("tau", 1.5),
+        ("target_network_update_freq", 0),
+        ("entropy_coeff", -0.1),
+    ],
+)
+def test_a_bad_value_names_the_field_the_value_and_the_rule(field, value):
+    with pytest.raises(ConfigError, match=field) as error:
+        APPOConfig().training(**{field: value})
+    assert repr(value) in str(error.value) and "must be" in str(error.value)
+
+
+def test_impala_has_no_appo_fields_and_both_are_registered(build):
+    with pytest.raises(ConfigError, match="clip_param"):
+        IMPALAConfig().training(clip_param=0.3)
+    assert tunerl.ALGORITHMS["APPO"] is APPO and tunerl.ALGORITHMS["IMPALA"] is IMPALA
+    assert isinstance(build(tiny_config()), IMPALA)
+
+
+# ------------------------------------------------------------------- remote runners
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("config_class", [APPOConfig, IMPALAConfig])
+@pytest.mark.parametrize("num_env_runners", [1, 2])
+def test_trains_with_remote_runners_sampling_asynchronously(
+    local_ray, build, config_class, num_env_runners
+):
+    algo = build(tiny_config(config_class, num_env_runners))
+
+    results = [algo.train() for _ in range(3)]
+
+    assert isinstance(algo.async_sampler, AsyncSampler)
+    assert_counts(results[-1], 3)
+    for result in results:
+        assert result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] >= TRAIN_BATCH
+        assert 0 <= result[m.TIMERS][SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
+    assert np.isfinite(results[-1][m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN])
+
+
+def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, build):
+    algo = build(tiny_config(num_env_runners=2))
+    sampler = algo.async_sampler
+    runners = set()
+    for _ in range(10):
+        for batch in sampler.collect(timeout_s=60):
+            runners |= set((batch[c.EPS_ID] >> 40).tolist())
+        assert set(sampler._in_flight) == {1, 2}  # re-issued at once
+    assert runners == {1, 2}
+
+
+def runner_weights(algo) -> list[dict[str, torch.Tensor]]:
+    # Queued behind the runner's sample in flight and any broadcast before it.
+    return algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
+
+
+def test_weights_are_broadcast_every_broadcast_interval_updates(local_ray, build):
+    algo = build(tiny_config(num_env_runners=1, broadcast_interval=2))
+    initial = algo.get_module().get_state()
+
+    algo.train()
+    (weights,) = runner_weights(algo)
+    assert all(torch.equal(weights[k], initial[k]) for k in initial)
+
+    algo.train()
+    (weights,) = runner_weights(algo)
+    current = algo.get_module().get_state()
+    assert all(torch.equal(weights[k], current[k]) for k in current)
+
+
+def test_a_killed_runner_is_restarted_and_training_goes_on(local_ray, build):
+    algo = build(tiny_config(num_env_runners=1))
+    algo.train()
+    ray.kill(algo.env_runner_group.remote_workers()[0], no_restart=True)
+
+    results = [algo.train() for _ in range(2)]
+
+    assert algo.env_runner_group.num_restarts == 1
+    assert_counts(results[-1], 3)
