@@ -1,0 +1,1 @@
+"""Small, complete programs built on tunerl's public API (`ray.rllib.examples`' place)."""
