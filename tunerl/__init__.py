@@ -22,6 +22,7 @@ from tunerl.core.learner import Learner  # noqa: E402
 from tunerl.core.rl_module import DefaultRLModule, RLModule, RLModuleSpec  # noqa: E402
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples  # noqa: E402
 from tunerl.env.registry import EnvError, register_env  # noqa: E402
+from tunerl.execution import synchronous_parallel_sample, train_one_step  # noqa: E402
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "PPO": PPO,
@@ -86,4 +87,6 @@ __all__ = [
     "SampleBatch",
     "concat_samples",
     "register_env",
+    "synchronous_parallel_sample",
+    "train_one_step",
 ]
