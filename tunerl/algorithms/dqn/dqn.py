@@ -137,12 +137,17 @@ def dqn_loss(
     module: DQNModule, batch: dict[str, torch.Tensor], config: DQNConfig
 ) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
     """TD loss on n-step targets; returns (loss, stats, per-sample TD errors)."""
-    q_values = module.forward_train({c.OBS: batch[c.OBS]})[Q_VALUES]
+    if config.double_q:
+        # One pass of the online net over obs and next obs together: on nets this small
+        # the per-call overhead, not the arithmetic, is what an update costs.
+        both = module.forward_train({c.OBS: torch.cat([batch[c.OBS], batch[c.NEW_OBS]])})
+        q_values, next_online = both[Q_VALUES].chunk(2)
+    else:
+        q_values = module.forward_train({c.OBS: batch[c.OBS]})[Q_VALUES]
     q_taken = q_values.gather(-1, batch[c.ACTIONS].long().unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
         next_target = module.target_q_values(batch[c.NEW_OBS])
         if config.double_q:
-            next_online = module.forward_train({c.OBS: batch[c.NEW_OBS]})[Q_VALUES]
             next_actions = next_online.argmax(dim=-1, keepdim=True)
         else:
             next_actions = next_target.argmax(dim=-1, keepdim=True)
