@@ -14,7 +14,14 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["ppo_cartpole", "ppo_pendulum", "dqn_cartpole", "sac_pendulum"]
+    "name",
+    [
+        "ppo_cartpole",
+        "ppo_pendulum",
+        "dqn_cartpole",
+        "sac_pendulum",
+        "appo_cartpole",
+    ],
 )
 def test_experiment_reaches_its_target(name):
     path = EXPERIMENTS / f"{name}.yaml"
