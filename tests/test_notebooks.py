@@ -15,6 +15,7 @@ NOTEBOOKS = (
     "01_quickstart.ipynb",
     "02_sweep_with_optuna.ipynb",
     "03_custom_env_and_model.ipynb",
+    "04_custom_algorithm.ipynb",
 )
 CELL_TIMEOUT_S = 300
 
