@@ -66,7 +66,7 @@ def test_the_hand_written_loop_on_two_remote_runners(local_ray, tiny_config, bui
     workers = group.remote_workers()
     batches = ray.get([w.sample.remote() for w in workers])
     batch = SampleBatch.concat_samples(batches)
-    # 3. learn: a few plain torch steps of REINFORCE on the batch.
+    # 3. learn: a few plain SGD steps of a policy-gradient loss, on the module itself.
     tensors = {key: torch.as_tensor(batch[key]) for key in (c.OBS, c.ACTIONS, c.REWARDS)}
     for _ in range(5):
         out = module.forward_train(tensors)
