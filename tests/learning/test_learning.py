@@ -21,6 +21,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
         "dqn_cartpole",
         "sac_pendulum",
         "appo_cartpole",
+        "appo_pendulum",
     ],
 )
 def test_experiment_reaches_its_target(name):
