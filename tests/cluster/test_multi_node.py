@@ -91,6 +91,20 @@ def run(tmp_path, param_space) -> tune.ResultGrid:
     return results
 
 
+def test_the_resource_request_reserves_every_runner_with_its_cpus_and_gpus(tiny_config):
+    config = (
+        tiny_config()
+        .env_runners(num_env_runners=2, num_cpus_per_env_runner=2, num_gpus_per_env_runner=0.25)
+        .learners(num_gpus_per_learner=1)
+        .resources(placement_strategy="SPREAD")
+        .evaluation(evaluation_interval=1, evaluation_num_env_runners=1)
+    )
+    request = PPO.default_resource_request(config)
+    runner = {"CPU": 2, "GPU": 0.25}
+    assert request.bundles == [{"CPU": 1, "GPU": 1}, runner, runner, runner]
+    assert request.strategy == "SPREAD"
+
+
 def test_the_cluster_has_two_nodes(cluster):
     nodes = [node for node in ray.nodes() if node["Alive"]]
     assert len(nodes) == 2

@@ -147,6 +147,20 @@ def test_a_killed_runner_is_replaced_with_the_current_weights(local_ray, tiny_co
             assert torch.equal(weights[name], value), name
 
 
+def test_a_restore_with_a_dead_runner_restarts_it(local_ray, tiny_config, build, tmp_path):
+    algo = build(tiny_config().env_runners(num_env_runners=1).callbacks(BatchRecorder))
+    algo.train()
+    path = algo.save_to_path(tmp_path / "checkpoint")
+    ray.kill(algo.env_runner_group.remote_runners()[1], no_restart=True)
+
+    algo.restore_from_path(path)  # resets the runners: the dead one is restarted
+    result = algo.train()
+
+    assert result[m.FAULT_TOLERANCE][m.NUM_ENV_RUNNER_RESTARTS] == 1
+    assert result["training_iteration"] == 2
+    assert result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] == sum(algo.callbacks.rows)
+
+
 def test_an_env_that_raises_restarts_its_runner_and_its_error_is_logged(
     local_ray, tiny_config, build, tmp_path, caplog
 ):

@@ -102,8 +102,8 @@ class EnvRunnerGroup:
         actor = ray.remote(**options)(EnvRunner).remote(
             self.config, self._module_spec, index, self._seed_fn(index), self._env_creator, threads
         )
-        if self._weights_ref is not None:
-            actor.set_weights.remote(self._weights_ref)
+        if self._weights_ref is not None:  # a restart: the weights the others have
+            self._unchecked[index] = [actor.set_weights.remote(self._weights_ref)]
         return actor
 
     # ------------------------------------------------------------------------- views
@@ -336,26 +336,12 @@ class EnvRunnerGroup:
 
     # ---------------------------------------------------------------------- weights
     def sync_weights(self, weights: dict) -> None:
-        """Sends `weights` to every runner: one `ray.put`, then the reference to each. Waits
-        for the runners that are idle; one still sampling (a late sample, or an evaluation
-        running in parallel to training) applies them after that sample, as an actor runs
-        its calls in order, and nothing waits for it."""
+        """Sends `weights` to every runner: one `ray.put`, then the reference to each."""
         if self.local_env_runner is not None:
             self.local_env_runner.set_weights(weights)
             return
         self._weights_ref = ray.put(weights)
-        refs = {}
-        for index, actor in self._remote.items():
-            ref = actor.set_weights.remote(self._weights_ref)
-            if index in self._in_flight:
-                self._unchecked.setdefault(index, []).append(ref)
-            else:
-                refs[index] = ref
-        for index, ref in refs.items():
-            try:
-                ray.get(ref)
-            except _RAY_ERRORS as error:
-                self.handle_failure(index, error)
+        self._call_every_runner("set_weights", lambda index: (self._weights_ref,))
 
     def set_config(self, config: Any) -> None:
         """Gives every runner a new config whose changes need no new env."""
@@ -363,14 +349,32 @@ class EnvRunnerGroup:
         if self.local_env_runner is not None:
             self.local_env_runner.set_config(config)
             return
-        ray.get([actor.set_config.remote(config) for actor in self._remote.values()])
+        self._call_every_runner("set_config", lambda index: (config,))
 
     def reset(self) -> None:
         """Every runner starts fresh episodes, seeded from `seed_fn` (after a restore)."""
         if self.local_env_runner is not None:
             self.local_env_runner.reset(self._seed_fn(0))
             return
-        ray.get([actor.reset.remote(self._seed_fn(i)) for i, actor in self._remote.items()])
+        self._call_every_runner("reset", lambda index: (self._seed_fn(index),))
+
+    def _call_every_runner(self, method: str, args: Callable[[int], tuple]) -> None:
+        """Calls `method(*args(index))` on every remote runner. Waits for the idle ones and
+        handles their failures; one still sampling (a late sample, or an evaluation running
+        in parallel to training) runs the call after that sample, as an actor runs its calls
+        in order, and nothing waits for it (its result is checked later)."""
+        waiting = {}
+        for index, actor in list(self._remote.items()):
+            ref = getattr(actor, method).remote(*args(index))
+            if index in self._in_flight:
+                self._unchecked.setdefault(index, []).append(ref)
+            else:
+                waiting[index] = ref
+        for index, ref in waiting.items():
+            try:
+                ray.get(ref)
+            except _RAY_ERRORS as error:
+                self.handle_failure(index, error)
 
     def foreach_env_runner(self, fn: Callable[[EnvRunner], Any]) -> list[Any]:
         """Calls `fn(runner)` on every runner and returns the results."""
