@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import ray
@@ -49,22 +51,41 @@ class WhereAmIPPO(PPO):
         return result
 
 
+@contextmanager
+def ray_address_file_kept() -> Iterator[None]:
+    """Cluster() records its address as "the latest Ray on this machine", where any plain
+    ray.init() (another test session, another user) would connect, and its shutdown deletes
+    the record; put back what was there before. This module connects by explicit address."""
+    address_file = Path(ray._private.utils.get_ray_address_file(None))
+    previous = address_file.read_text() if address_file.exists() else None
+    try:
+        yield
+    finally:
+        if previous is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(previous)
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if ray.is_initialized():  # a Ray another module left connected is not this cluster
         ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": CPUS_PER_NODE, "include_dashboard": False},
-    )
+    with ray_address_file_kept():
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": CPUS_PER_NODE, "include_dashboard": False},
+        )
     try:
-        cluster.add_node(num_cpus=CPUS_PER_NODE)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
+        with ray_address_file_kept():
+            cluster.add_node(num_cpus=CPUS_PER_NODE)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address)
         yield cluster
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        with ray_address_file_kept():
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def wait_until_all_cpus_are_free(deadline_s: float = 120.0) -> None:
