@@ -8,7 +8,10 @@ Ray included). Per run: seconds and env steps until the mean return of the last 
 reaches --target (450); env steps sampled and trained per second of training; and where the
 driver's time went, summed from the results' `timers/`: `sample` (with remote runners: the
 driver blocked in or receiving samples; `sample_wait` is the part with nothing ready),
-`learn`, `sync` (weights to the runners), and the rest (results, metrics, evaluation).
+`learn`, `sync` (weights to the runners), and the rest (results, metrics, evaluation). APPO
+with remote runners learns in a background thread: there `learn` is the thread's seconds,
+beside the driver's, and `learner_wait` the driver's seconds handing batches to it and waiting
+for its updates.
 tunerl runs `experiments/{ppo,appo}_cartpole.yaml` with `num_env_runners` replaced; RLlib
 2.60's APPO (--peers rllib) runs its tuned CartPole example with the same runners, in
 --peer-python. benchmarks/README.md says how to read the figures.
@@ -28,7 +31,7 @@ from pathlib import Path
 BENCHMARK_DIR = Path(__file__).resolve().parent
 EXPERIMENTS = BENCHMARK_DIR.parent / "experiments"
 RESULT_MARK = "BENCHMARK_RESULT "
-TIMERS = ("sample", "sample_wait", "learn", "sync")
+TIMERS = ("sample", "sample_wait", "learn", "learner_wait", "sync")
 # rllib/tuned_examples/appo/cartpole_appo.py (2.60): APPOConfig's defaults plus these.
 RLLIB_APPO_TRAINING = {
     "circular_buffer_iterations_per_batch": 2,
@@ -50,8 +53,11 @@ def _loop(algo, args, clock, startup_s: float, read) -> dict:
         reached = return_mean >= args.target
     end_s = clock()
     train_s = end_s - startup_s
-    # sample_wait is a part of sample, not a phase of its own.
-    phases_s = sum(totals[key] for key in TIMERS if key != "sample_wait")
+    # sample_wait is a part of sample, not a phase of its own. With APPO's learner thread,
+    # `learn` runs beside the driver, whose own phase is learner_wait (handing batches over
+    # and waiting for updates).
+    driver_phases = ["sample", "sync", "learner_wait" if totals["learner_wait"] else "learn"]
+    phases_s = sum(totals[key] for key in driver_phases)
     return {
         "reached": reached,
         "end_s": end_s,
@@ -69,7 +75,10 @@ def run_tunerl(args: argparse.Namespace, clock) -> dict:
     from tunerl.experiments import load_experiment
 
     path = EXPERIMENTS / f"{args.algo.lower()}_cartpole.yaml"
-    config = load_experiment(path).algo_config(seed=args.seed, num_env_runners=args.runners)
+    overrides = {"num_env_runners": args.runners}
+    if args.learner_queue_size is not None and args.algo == "APPO":
+        overrides["learner_queue_size"] = args.learner_queue_size
+    config = load_experiment(path).algo_config(seed=args.seed, **overrides)
     algo = config.build_algo()
     startup_s = clock()
 
@@ -148,6 +157,8 @@ def launch(tool: str, algo: str, runners: int, seed: int, args: argparse.Namespa
     command = [python, str(Path(__file__).resolve()), "--tool", tool, "--algo", algo]
     command += ["--runners", str(runners), "--seed", str(seed), "--target", str(args.target)]
     command += ["--max-steps", str(args.max_steps)]
+    if args.learner_queue_size is not None:
+        command += ["--learner-queue-size", str(args.learner_queue_size)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.time()
     process = subprocess.Popen(
@@ -179,7 +190,8 @@ def row(name: str, result: dict) -> str:
     return (
         f"{name:<28} {to_target:>7} {result['env_steps']:>9,} {result['startup_s']:>6.1f} "
         f"{result['sampled_per_s']:>9,.0f} {result['trained_per_s']:>9,.0f}  "
-        f"{t['sample']:6.1f} {t['sample_wait']:6.1f} {t['learn']:6.1f} {t['sync']:5.1f} "
+        f"{t['sample']:6.1f} {t['sample_wait']:6.1f} {t['learn']:6.1f} "
+        f"{t['learner_wait']:6.1f} {t['sync']:5.1f} "
         f"{t['other']:6.1f}  {result['return_mean']:.1f}"
     )
 
@@ -195,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=300_000)
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds per run.")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--learner-queue-size",
+        type=int,
+        default=None,
+        help="tunerl APPO's learner_queue_size (0: no learner thread); default: the experiment's.",
+    )
     # In the fresh process:
     parser.add_argument("--tool", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--algo", default=None, help=argparse.SUPPRESS)
@@ -211,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'run':<28} {'s to ' + format(args.target, 'g'):>7} {'env steps':>9} {'start':>6} "
         f"{'sampled/s':>9} {'trained/s':>9}  {'sample':>6} {'wait':>6} {'learn':>6} "
+        f"{'lwait':>6} "
         f"{'sync':>5} {'other':>6}  return"
     )
     records = []

@@ -4,6 +4,7 @@ a restarted runner, checkpoints that continue exactly, and config errors."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ import torch
 
 import tunerl
 from tunerl import APPO, IMPALA, APPOConfig, Callbacks, ConfigError, IMPALAConfig
+from tunerl.algorithms.appo.appo import APPOLearner
 from tunerl.algorithms.impala.impala import policy_logp
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.async_sampling import SAMPLE_WAIT_TIMER, AsyncSampler
+from tunerl.core.learner_thread import LEARNER_WAIT_TIMER, LearnerThread, LearnerThreadError
+from tunerl.core.sample_batch import SampleBatch
 
 TRAIN_BATCH = 128
 
@@ -58,6 +62,13 @@ def assert_counts(result: dict, num_updates: int) -> None:
     assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sampled
     assert sampled >= num_updates * TRAIN_BATCH
     assert result[m.NUM_EPISODES_LIFETIME] > 0
+
+
+def counters_after_drain(algo) -> dict:
+    """The algorithm's counters once the learner thread trained every batch it was given
+    (`get_module()` waits for it), as they would be reported."""
+    algo.get_module()
+    return dict(algo._counters)
 
 
 # ------------------------------------------------------------------ the local runner
@@ -216,15 +227,28 @@ def test_trains_with_remote_runners_sampling_asynchronously(
     results = [algo.train() for _ in range(3)]
 
     assert isinstance(algo.async_sampler, AsyncSampler)
-    assert_counts(results[-1], 3)
+    assert algo.learner_thread is not None and algo.learner_thread.is_alive()
     for result in results:
         assert result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] >= TRAIN_BATCH
         assert 0 <= result[m.TIMERS][SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
+        # The learner thread trains the newest batch while the next is collected.
+        assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] < result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    assert_counts(counters_after_drain(algo), 3)
     assert np.isfinite(results[-1][m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN])
 
 
+def test_without_the_learner_thread_each_step_trains_its_own_batch(local_ray, build):
+    algo = build(tiny_config(num_env_runners=1, learner_queue_size=0))
+
+    results = [algo.train() for _ in range(2)]
+
+    assert algo.learner_thread is None
+    assert_counts(results[-1], 2)
+    assert all(m.POLICY_LOSS in r[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID] for r in results)
+
+
 def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, build):
-    algo = build(tiny_config(num_env_runners=2))
+    algo = build(tiny_config(num_env_runners=2, learner_queue_size=0))
     sampler = algo.async_sampler
     runners = set()
     for _ in range(10):
@@ -234,13 +258,31 @@ def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, b
     assert runners == {1, 2}
 
 
+def test_with_the_learner_thread_a_runner_is_asked_again_after_the_next_update(local_ray, build):
+    # So it samples with weights one update old: the update on the batch before its last.
+    algo = build(tiny_config(num_env_runners=2))
+    sampler = algo.async_sampler
+    assert sampler.request_after_update
+    runners = set()
+    for _ in range(6):
+        collected = set()
+        for batch in sampler.collect(timeout_s=60):
+            collected |= set((batch[c.EPS_ID] >> 40).tolist())
+        assert not collected & set(sampler._in_flight)
+        assert sampler.weights_updated(algo.learner.module.get_state)  # broadcast_interval 1
+        assert set(sampler._in_flight) == {1, 2}
+        runners |= collected
+    assert runners == {1, 2}
+
+
 def runner_weights(algo) -> list[dict[str, torch.Tensor]]:
     # Queued behind the runner's sample in flight and any broadcast before it.
     return algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
 
 
 def test_weights_are_broadcast_every_broadcast_interval_updates(local_ray, build):
-    algo = build(tiny_config(num_env_runners=1, broadcast_interval=2))
+    # Learning in the driver's thread: each train() is one update, broadcast or not.
+    algo = build(tiny_config(num_env_runners=1, broadcast_interval=2, learner_queue_size=0))
     initial = algo.get_module().get_state()
 
     algo.train()
@@ -261,4 +303,113 @@ def test_a_killed_runner_is_restarted_and_training_goes_on(local_ray, build):
     results = [algo.train() for _ in range(2)]
 
     assert algo.env_runner_group.num_restarts == 1
-    assert_counts(results[-1], 3)
+    assert results[-1][m.NUM_ENV_STEPS_SAMPLED_LIFETIME] >= 3 * TRAIN_BATCH
+    assert_counts(counters_after_drain(algo), 3)
+
+
+# ------------------------------------------------------------------- learner thread
+def test_learner_thread_results_lag_one_batch_and_report_every_update_once(local_ray, build):
+    algo = build(tiny_config(num_env_runners=1, learner_queue_size=1))
+
+    results = [algo.train() for _ in range(4)]
+
+    # The first batch is still training (or queued) when the first step returns.
+    assert results[0][m.LEARNER_RESULTS] == {}
+    assert results[0][m.NUM_ENV_STEPS_TRAINED_LIFETIME] == 0
+    for result in results[1:]:
+        stats = result[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
+        assert np.isfinite(stats[m.POLICY_LOSS]) and np.isfinite(stats[m.VF_LOSS])
+        assert result[m.TIMERS][LEARNER_WAIT_TIMER] >= 0
+        assert result[m.TIMERS][m.LEARN_TIMER] > 0
+    # Each step hands over the batch it sampled; step k reports the update on batch k - 1.
+    batch_rows = [r[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] for r in results]
+    for k in range(1, 4):
+        assert results[k][m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sum(batch_rows[:k])
+    counters = counters_after_drain(algo)
+    assert counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sum(batch_rows)
+    assert algo.unreported_learner_stats  # the drained update is reported by the next step
+
+
+def test_learner_thread_error_reaches_the_driver_with_its_cause(local_ray, build):
+    class FailingLearner(APPOLearner):
+        def update(self, batch, num_env_steps_sampled_lifetime=0):
+            raise ValueError("loss went to NaN on purpose")
+
+    algo = build(tiny_config(num_env_runners=1, learner_class=FailingLearner))
+    algo.train()  # hands the batch over; the thread fails on it meanwhile
+
+    with pytest.raises(LearnerThreadError, match="ValueError: loss went to NaN") as error:
+        algo.train()
+    assert isinstance(error.value.__cause__, ValueError)
+
+
+def test_checkpoint_with_a_batch_in_the_learner_thread_saves_it_trained(
+    local_ray, build, tmp_path: Path
+):
+    algo = build(tiny_config(num_env_runners=1))
+    for _ in range(3):
+        algo.train()
+    path = algo.save_to_path(tmp_path / "ckpt")
+    saved = algo.learner.module.get_state()
+
+    restored = build(tiny_config(num_env_runners=1))
+    restored.restore_from_path(path)
+
+    counters = dict(restored._counters)
+    assert counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    module_state = restored.get_module().get_state()
+    assert all(torch.equal(module_state[k], saved[k]) for k in saved)
+    restored.train()
+    assert_counts(counters_after_drain(restored), 4)
+
+
+def test_reset_config_stops_the_old_learner_thread_and_trains_with_the_new_learner(
+    local_ray, build
+):
+    algo = build(tiny_config(num_env_runners=1))
+    algo.train()
+    old_thread, old_learner = algo.learner_thread, algo.learner
+
+    assert algo.reset_config(tiny_config(num_env_runners=1, lr=5e-4).to_dict())
+    results = [algo.train() for _ in range(2)]
+
+    assert not old_thread.is_alive()
+    assert algo.learner is not old_learner and algo.learner_thread.is_alive()
+    assert results[-1][m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID][m.CURR_LR] == 5e-4
+    assert_counts(counters_after_drain(algo), 2)
+
+    thread = algo.learner_thread
+    algo.stop()
+    assert not thread.is_alive()
+
+
+def test_learner_thread_trains_in_order_and_submit_waits_for_room():
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def update(batch: SampleBatch, sampled: int) -> dict:
+        started.set()
+        release.wait()
+        seen.append(sampled)
+        return {"sampled": float(sampled)}
+
+    thread = LearnerThread(update, dict, queue_size=1)
+    batch = SampleBatch({c.REWARDS: np.zeros(3, np.float32)})
+    thread.submit(batch, 1)
+    assert started.wait(timeout=30)  # the thread holds batch 1
+    thread.submit(batch, 2)  # fills the queue
+    third = threading.Thread(target=thread.submit, args=(batch, 3))
+    third.start()
+    third.join(timeout=0.2)
+    assert third.is_alive()  # no room until batch 1 is done
+
+    release.set()
+    third.join(timeout=30)
+    outputs = thread.drain()
+
+    assert seen == [1, 2, 3]
+    assert [o.stats["sampled"] for o in outputs] == [1.0, 2.0, 3.0]
+    assert all(o.num_rows == 3 for o in outputs)
+    thread.stop()
+    assert not thread.is_alive()
+    with pytest.raises(LearnerThreadError, match="stopped"):
+        thread.submit(batch, 4)

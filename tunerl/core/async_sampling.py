@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tunerl.core.env_runner_group import EnvRunnerFailure, EnvRunnerGroup
-from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,21 @@ def request_timesteps(config: Any, num_runners: int) -> int:
 class AsyncSampler:
     """Keeps one `sample` request in flight on every remote runner of `group`."""
 
-    def __init__(self, group: EnvRunnerGroup, num_timesteps: int, broadcast_interval: int):
+    def __init__(
+        self,
+        group: EnvRunnerGroup,
+        num_timesteps: int,
+        broadcast_interval: int,
+        request_after_update: bool = False,
+    ):
         self.group = group
         self.num_timesteps = num_timesteps
         self.broadcast_interval = broadcast_interval
+        # False: a runner gets its next request as soon as its sample is collected (the
+        # learner trains in the collecting thread, so the runner samples meanwhile). True:
+        # after the next learner update (or the next collect() if none came): with a learner
+        # thread the runner then samples with weights one update old, not two.
+        self.request_after_update = request_after_update
         self.wait_s = 0.0  # seconds blocked in collect(), no sample ready (cumulative)
         self._in_flight: dict[int, tuple[Any, Any]] = {}  # index -> (sample ref, metrics ref)
         self._weights_ref = None
@@ -91,17 +102,20 @@ class AsyncSampler:
                 continue
             self.group.add_metrics(metrics)
             batches.append(batch)
-        self._fill()
+        if not self.request_after_update:
+            self._fill()
         return batches
 
-    def weights_updated(self, module: RLModule) -> bool:
-        """Counts one learner update; broadcasts `module`'s weights when
+    def weights_updated(self, get_weights: Callable[[], dict]) -> bool:
+        """Counts one learner update; broadcasts `get_weights()` (called only then) when
         `broadcast_interval` updates have passed. Returns whether it broadcast."""
         self._updates_since_broadcast += 1
-        if self._updates_since_broadcast < self.broadcast_interval:
-            return False
-        self.broadcast(module.get_state())
-        return True
+        broadcast = self._updates_since_broadcast >= self.broadcast_interval
+        if broadcast:
+            self.broadcast(get_weights())
+        if self.request_after_update:
+            self._fill()
+        return broadcast
 
     def broadcast(self, weights: dict) -> None:
         """One `ray.put`, its reference to every runner; nothing waits for them."""

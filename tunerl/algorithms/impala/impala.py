@@ -6,6 +6,7 @@ training step and the sampler through the plain functions here.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from tunerl.core.algorithm import Algorithm
 from tunerl.core.async_sampling import SAMPLE_WAIT_TIMER, AsyncSampler, request_timesteps
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.learner import Learner
+from tunerl.core.learner_thread import LEARNER_WAIT_TIMER, LearnerThread
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
@@ -64,6 +66,15 @@ class IMPALAConfig(AlgorithmConfig):
             *NUMBER,
             low=0,
             low_exclusive=True,
+        ),
+        "learner_queue_size": _f(
+            "training",
+            1,
+            "With remote env runners: train batches handed to the learner thread that may "
+            "still wait or train when training_step returns, while the driver collects the "
+            "next (0: learn in the driver's thread, no overlap).",
+            int,
+            low=0,
         ),
         "broadcast_interval": _f(
             "training",
@@ -140,46 +151,116 @@ class IMPALALearner(Learner):
 # ----------------------------------------------------------------------- training_step
 def build_sampler(algo: Algorithm) -> None:
     """`algo.async_sampler`: an AsyncSampler over the remote runners, or None when the
-    algorithm samples in its own process (num_env_runners=0)."""
+    algorithm samples in its own process (num_env_runners=0); and `algo.learner_thread` when
+    remote runners sample and `learner_queue_size > 0`. A thread left from the previous
+    trial (reset_config) is stopped first."""
+    stop_learner_thread(algo)
     group = algo.env_runner_group
     runners = group.remote_runners()
     algo.async_sampler = None
+    algo.unreported_learner_stats = []
     if runners:
+        use_thread = algo.config.learner_queue_size > 0
         algo.async_sampler = AsyncSampler(
-            group, request_timesteps(algo.config, len(runners)), algo.config.broadcast_interval
+            group,
+            request_timesteps(algo.config, len(runners)),
+            algo.config.broadcast_interval,
+            request_after_update=use_thread,
         )
+        if use_thread:
+            algo.learner_thread = LearnerThread(
+                partial(learn_on_batch, algo.learner),
+                algo.learner.module.get_state,
+                algo.config.learner_queue_size,
+            )
+
+
+def stop_learner_thread(algo: Algorithm) -> None:
+    thread = getattr(algo, "learner_thread", None)
+    if thread is not None:
+        thread.stop()
+    algo.learner_thread = None
+
+
+def learn_on_batch(learner: Learner, batch: SampleBatch, num_env_steps_sampled: int) -> dict:
+    """One learner update, then the observation filter takes the batch's observations (so
+    the batch was trained with the statistics it was sampled with)."""
+    stats = learner.update(batch, num_env_steps_sampled)
+    learner.module.update_observation_filter(batch[c.OBS])
+    return stats
+
+
+def take_learner_outputs(algo: Algorithm, max_unfinished: int) -> None:
+    """Takes the learner thread's finished updates (waiting for the oldest while more than
+    `max_unfinished` are queued or training): counts their rows as trained, broadcasts their
+    weights to the runners and keeps their statistics for the next report."""
+    with algo._timer(LEARNER_WAIT_TIMER):
+        outputs = algo.learner_thread.take(max_unfinished)
+    for output in outputs:
+        algo.count_trained_steps(output.num_rows)
+        algo._timers[m.LEARN_TIMER] += output.learn_s
+        algo.unreported_learner_stats.append(output.stats)
+        with algo._timer(m.SYNC_TIMER):
+            algo.async_sampler.weights_updated(lambda weights=output.weights: weights)
+
+
+def drain_learner(algo: Algorithm) -> None:
+    """Waits for the learner thread to train every batch it was given, so the learner's
+    state can be read or replaced; a no-op without a thread."""
+    if getattr(algo, "learner_thread", None) is not None:
+        take_learner_outputs(algo, max_unfinished=0)
+
+
+def mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each statistic over several updates' statistics."""
+    return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]} if stats else {}
+
+
+def sample_async(algo: Algorithm) -> SampleBatch:
+    """At least `train_batch_size_per_learner` env steps of what the remote runners have
+    ready (they go on sampling meanwhile)."""
+    sampler = algo.async_sampler
+    waited_before = sampler.wait_s
+    with algo._timer(m.SAMPLE_TIMER):
+        batches: list[SampleBatch] = []
+        while sum(len(b) for b in batches) < algo.config.train_batch_size_per_learner:
+            batches += sampler.collect(algo.config.sample_timeout_s)
+        batch = SampleBatch.concat_samples(batches)
+    algo._timers[SAMPLE_WAIT_TIMER] += sampler.wait_s - waited_before
+    algo.callbacks.on_sample_end(algorithm=algo, samples=batch)
+    return batch
 
 
 def vtrace_training_step(algo: Algorithm) -> dict[str, Any]:
     """One learner update on at least `train_batch_size_per_learner` env steps: sampled
-    now by the local runner, or what the remote runners have ready (they go on sampling
-    while the learner trains)."""
-    config, sampler = algo.config, algo.async_sampler
+    now by the local runner, or what the remote runners have ready. With a learner thread
+    the update runs in the background: this step reports the updates that finished, which
+    lag the batch it hands over by up to `learner_queue_size`."""
+    config, sampler, thread = algo.config, algo.async_sampler, algo.learner_thread
     # 1. sample
     if sampler is None:
         batch = algo.sample_from_runners(config.train_batch_size_per_learner)
     else:
-        waited_before = sampler.wait_s
-        with algo._timer(m.SAMPLE_TIMER):
-            batches: list[SampleBatch] = []
-            while sum(len(b) for b in batches) < config.train_batch_size_per_learner:
-                batches += sampler.collect(config.sample_timeout_s)
-            batch = SampleBatch.concat_samples(batches)
-        algo._timers[SAMPLE_WAIT_TIMER] += sampler.wait_s - waited_before
-        algo.callbacks.on_sample_end(algorithm=algo, samples=batch)
-    # 2. learn
+        batch = sample_async(algo)
+    sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    # 2. learn and 3. sync, in the background
+    if thread is not None:
+        with algo._timer(LEARNER_WAIT_TIMER):
+            thread.submit(batch, sampled)
+        take_learner_outputs(algo, config.learner_queue_size)
+        stats = mean_stats(algo.unreported_learner_stats)
+        algo.unreported_learner_stats = []
+        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats} if stats else {}}
+    # ... or here
     with algo._timer(m.LEARN_TIMER):
-        sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-        stats = algo.learner.update(batch, sampled)
+        stats = learn_on_batch(algo.learner, batch, sampled)
         algo.count_trained_steps(len(batch))
-        algo.learner.module.update_observation_filter(batch[c.OBS])
-    # 3. sync: free for the local runner (it acts with the learner's module); remote
-    # runners get the weights every broadcast_interval updates, without waiting for them.
     if sampler is None:
-        algo._sync_weights()
+        algo._sync_weights()  # free: the local runner acts with the learner's module
     else:
+        # Weights go out every broadcast_interval updates, without waiting for the runners.
         with algo._timer(m.SYNC_TIMER):
-            sampler.weights_updated(algo.learner.module)
+            sampler.weights_updated(algo.learner.module.get_state)
     return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
 
 
@@ -193,7 +274,33 @@ class IMPALA(Algorithm):
     def training_step(self) -> dict[str, Any]:
         return vtrace_training_step(self)
 
+    # What reads or replaces the learner's state waits for the learner thread first.
+    def get_module(self, module_id: str = c.DEFAULT_MODULE_ID) -> RLModule:
+        drain_learner(self)
+        return super().get_module(module_id)
+
+    def sync_weights(self) -> None:
+        drain_learner(self)
+        super().sync_weights()
+
+    def _start_evaluation(self):
+        drain_learner(self)
+        return super()._start_evaluation()
+
+    def save_checkpoint(self, checkpoint_dir: str) -> str:
+        drain_learner(self)
+        return super().save_checkpoint(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        drain_learner(self)
+        self.unreported_learner_stats = []
+        super().load_checkpoint(checkpoint)
+
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A restore: runners start fresh episodes, so samples in flight are not wanted.
         if self.async_sampler is not None:
             self.async_sampler.forget_requests()
+
+    def cleanup(self) -> None:
+        stop_learner_thread(self)
+        super().cleanup()
