@@ -16,12 +16,14 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from tunerl import SAC, SACConfig
 from tunerl.algorithms.sac import SACModule, actor_and_alpha_losses, critic_loss
+from tunerl.core import checkpoint_io
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
+from tunerl.core.algorithm import LEARNER_DIR, LEARNER_TENSORS_FILE, MODULE_DIR
 from tunerl.core.distributions import TanhGaussian
 from tunerl.core.off_policy import REPLAY_BUFFER_FILE
 from tunerl.core.replay_buffers import N_STEP_DISCOUNT
-from tunerl.core.rl_module import UnsupportedSpaceError
+from tunerl.core.rl_module import MODULE_STATE_FILE, UnsupportedSpaceError
 
 
 def tiny_sac_config(env: Any = "Pendulum-v1", seed: int = 0, **training: Any) -> SACConfig:
@@ -138,6 +140,16 @@ def small_module(seed: int = 0, initial_alpha: float = 0.5) -> SACModule:
     )
 
 
+def one_critic(twin, k: int, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Critic k (0 or 1) of a TwinQ by hand: Linear layers with ReLU between them."""
+    h = torch.cat([obs, actions], dim=-1)
+    for i, (weight, bias) in enumerate(zip(twin.weights, twin.biases)):
+        h = h @ weight[k] + bias[k, 0]
+        if i < len(twin.weights) - 1:
+            h = torch.relu(h)
+    return h.squeeze(-1)
+
+
 def random_batch(seed: int, rows: int = 6) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {
@@ -153,7 +165,7 @@ def random_batch(seed: int, rows: int = 6) -> dict[str, torch.Tensor]:
 def test_critic_loss_by_hand():
     module = small_module()
     with torch.no_grad():  # targets that differ from the critics, and from each other
-        for p in [*module.target_q1.parameters(), *module.target_q2.parameters()]:
+        for p in module.target_twin_q.parameters():
             p.add_(0.3 * torch.randn_like(p))
     batch = random_batch(0)
 
@@ -166,14 +178,14 @@ def test_critic_loss_by_hand():
         next_inputs = module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
         next_actions, next_logp = TanhGaussian(next_inputs).rsample_with_logp()
         next_target_q = torch.min(
-            module.target_q1(batch[c.NEW_OBS], next_actions),
-            module.target_q2(batch[c.NEW_OBS], next_actions),
+            one_critic(module.target_twin_q, 0, batch[c.NEW_OBS], next_actions),
+            one_critic(module.target_twin_q, 1, batch[c.NEW_OBS], next_actions),
         )
         soft_value = next_target_q - 0.5 * next_logp
         alive = (~batch[c.TERMINATEDS]).float()
         targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * alive * soft_value
-        q1 = module.q1(batch[c.OBS], batch[c.ACTIONS])
-        q2 = module.q2(batch[c.OBS], batch[c.ACTIONS])
+        q1 = one_critic(module.twin_q, 0, batch[c.OBS], batch[c.ACTIONS])
+        q2 = one_critic(module.twin_q, 1, batch[c.OBS], batch[c.ACTIONS])
         expected = 0.5 * ((q1 - targets).pow(2) + (q2 - targets).pow(2)).mean()
     torch.testing.assert_close(loss.detach(), expected)
     torch.testing.assert_close(stats["td_errors"], q1 - targets)
@@ -203,6 +215,50 @@ def test_actor_and_alpha_losses_by_hand_and_their_gradients():
     # entropy (-logp) is below the target, shrinks when above.
     torch.testing.assert_close(module.log_alpha.grad, -(logp.detach() + target_entropy).mean())
     assert all(p.grad is not None for p in module.actor_parameters())
+    # The actor's loss moves the actor only: the critics' weights get no gradient from it.
+    assert all(p.grad is None for p in module.critic_parameters())
+
+
+def test_the_two_stacked_critics_are_two_independent_networks():
+    module = small_module()
+    batch = random_batch(2)
+    q = module.q_values(batch[c.OBS], batch[c.ACTIONS])
+    assert q.shape == (2, 6)
+    torch.testing.assert_close(q[0], one_critic(module.twin_q, 0, batch[c.OBS], batch[c.ACTIONS]))
+    torch.testing.assert_close(q[1], one_critic(module.twin_q, 1, batch[c.OBS], batch[c.ACTIONS]))
+    assert not torch.allclose(q[0], q[1])  # initialized apart
+    # A gradient on Q1 alone reaches only Q1's half of every stacked weight.
+    q[0].sum().backward()
+    for weight in module.twin_q.weights:
+        assert weight.grad[0].abs().sum() > 0 and weight.grad[1].abs().sum() == 0
+
+
+def test_a_module_state_with_separate_critics_loads_into_the_stacked_ones():
+    # tunerl 0.1.0 saved SAC's critics as q1/q2 (and target_q1/target_q2) Linear layers.
+    old = small_module(seed=0)
+    legacy = {k: v for k, v in old.get_state().items() if "twin_q" not in k}
+    for stacked, (first, second) in {
+        "twin_q": ("q1", "q2"),
+        "target_twin_q": ("target_q1", "target_q2"),
+    }.items():
+        twin = getattr(old, stacked)
+        names = [f"encoder.layers.{i}" for i in range(len(twin.weights) - 1)] + ["head"]
+        for i, name in enumerate(names):
+            for k, critic in enumerate((first, second)):
+                legacy[f"{critic}.{name}.weight"] = twin.weights[i][k].detach().T.clone()
+                legacy[f"{critic}.{name}.bias"] = twin.biases[i][k, 0].detach().clone()
+
+    fresh = small_module(seed=1)
+    fresh.set_state(legacy)
+
+    batch = random_batch(3)
+    torch.testing.assert_close(
+        fresh.q_values(batch[c.OBS], batch[c.ACTIONS]), old.q_values(batch[c.OBS], batch[c.ACTIONS])
+    )
+    torch.testing.assert_close(
+        fresh.target_min_q(batch[c.OBS], batch[c.ACTIONS]),
+        old.target_min_q(batch[c.OBS], batch[c.ACTIONS]),
+    )
 
 
 # -------------------------------------------------------------------------- training
@@ -262,8 +318,8 @@ def test_target_critics_move_by_tau_after_an_update(build):
     algo = build(tiny_sac_config(tau=tau))
     algo.train()
     module = algo.get_module()
-    online = [*module.q1.parameters(), *module.q2.parameters()]
-    target = [*module.target_q1.parameters(), *module.target_q2.parameters()]
+    online = list(module.twin_q.parameters())
+    target = list(module.target_twin_q.parameters())
     old_online = [p.detach().clone() for p in online]
     old_target = [p.detach().clone() for p in target]
     assert not all(torch.equal(a, b) for a, b in zip(old_online, old_target))
@@ -369,3 +425,55 @@ def test_two_algorithms_restored_from_one_checkpoint_continue_identically(traine
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_checkpoint_with_separate_critics_continues_with_the_stacked_ones(build, tmp_path):
+    algo = build(tiny_sac_config())
+    algo.train()
+    path = Path(algo.save_to_path(tmp_path / "ckpt"))
+    # Rewrite the checkpoint as tunerl 0.1.0 wrote it: separate critics and their moments.
+    module_file = path / MODULE_DIR / c.DEFAULT_MODULE_ID / MODULE_STATE_FILE
+    optimizer_file = path / LEARNER_DIR / LEARNER_TENSORS_FILE
+    module_state = checkpoint_io.load_tensors(module_file)
+    optimizer_state = checkpoint_io.load_tensors(optimizer_file)
+    module = algo.get_module()
+    num_layers = len(module.twin_q.weights)
+    names = [f"encoder.layers.{i}" for i in range(num_layers - 1)] + ["head"]
+    for stacked, critics in {
+        "twin_q": ("q1", "q2"),
+        "target_twin_q": ("target_q1", "target_q2"),
+    }.items():
+        for i, name in enumerate(names):
+            weight = module_state.pop(f"{stacked}.weights.{i}")
+            bias = module_state.pop(f"{stacked}.biases.{i}")
+            for k, critic in enumerate(critics):
+                module_state[f"{critic}.{name}.weight"] = weight[k].T.contiguous()
+                module_state[f"{critic}.{name}.bias"] = bias[k, 0].clone()
+    critic_moments = optimizer_state["optimizer"]["critic"]
+    for key in ("exp_avg", "exp_avg_sq"):
+        weights, biases = critic_moments[key][:num_layers], critic_moments[key][num_layers:]
+        critic_moments[key] = [
+            t
+            for k in (0, 1)
+            for w, b in zip(weights, biases)
+            for t in (w[k].T.contiguous(), b[k, 0])
+        ]
+    checkpoint_io.save_tensors(module_file, module_state)
+    checkpoint_io.save_tensors(optimizer_file, optimizer_state)
+    checkpoint_io.write_manifest(path)
+
+    restored = build(tiny_sac_config())
+    restored.restore_from_path(path)
+
+    expected = algo.get_module().get_state()
+    actual = restored.get_module().get_state()
+    assert set(actual) == set(expected)
+    assert all(torch.equal(actual[k], expected[k]) for k in expected)
+    for key in ("exp_avg", "exp_avg_sq"):
+        for a, b in zip(
+            getattr(restored.learner.optimizer.critic, key),
+            getattr(algo.learner.optimizer.critic, key),
+            strict=True,
+        ):
+            assert torch.equal(a, b)
+    assert restored.train()[m.NUM_ENV_STEPS_TRAINED_LIFETIME] > 0

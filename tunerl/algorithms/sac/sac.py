@@ -135,13 +135,15 @@ def critic_loss(
         next_q = module.target_min_q(batch[c.NEW_OBS], next_actions) - alpha * next_logp
         not_terminated = 1.0 - batch[c.TERMINATEDS].float()
         targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
-    q1, q2 = module.q_values(batch[c.OBS], batch[c.ACTIONS])
-    weights = batch.get(WEIGHTS, torch.ones_like(q1))
-    loss = 0.5 * (weights * ((q1 - targets).pow(2) + (q2 - targets).pow(2))).mean()
+    q = module.q_values(batch[c.OBS], batch[c.ACTIONS])  # (2, batch): Q1 and Q2
+    td_errors = q - targets
+    weights = batch.get(WEIGHTS)
+    squared = td_errors.pow(2).sum(dim=0)
+    loss = 0.5 * (squared if weights is None else weights * squared).mean()
     return loss, {
         m.QF_LOSS: loss.detach(),
-        m.QF_MEAN: q1.detach().mean(),
-        "td_errors": (q1 - targets).detach(),
+        m.QF_MEAN: q[0].detach().mean(),
+        "td_errors": td_errors[0].detach(),
     }
 
 
@@ -155,9 +157,10 @@ def actor_and_alpha_losses(
     move log(alpha) so the policy's entropy approaches `target_entropy`."""
     dist = TanhGaussian(module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS])
     actions, logp = dist.rsample_with_logp(generator)
-    q1, q2 = module.q_values(batch[c.OBS], actions)
+    # The critics' weights are not the actor's to move: only dQ/da is needed.
+    min_q = module.q_values(batch[c.OBS], actions, detach_weights=True).min(dim=0).values
     alpha = module.log_alpha.exp()
-    actor_loss = (alpha.detach() * logp - torch.min(q1, q2)).mean()
+    actor_loss = (alpha.detach() * logp - min_q).mean()
     alpha_loss = -(module.log_alpha * (logp.detach() + target_entropy)).mean()
     return (
         actor_loss,
@@ -184,8 +187,29 @@ class SACOptimizers:
         return {name: getattr(self, name).state_dict() for name in ("actor", "critic", "alpha")}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("actor", "critic", "alpha"):
-            getattr(self, name).load_state_dict(state[name])
+        critic = upgrade_critic_moments(state["critic"], len(self.critic.params))
+        for name, part in (
+            ("actor", state["actor"]),
+            ("critic", critic),
+            ("alpha", state["alpha"]),
+        ):
+            getattr(self, name).load_state_dict(part)
+
+
+def upgrade_critic_moments(state: dict, num_params: int) -> dict:
+    """The critic optimizer's state of a checkpoint with separate critics (tunerl 0.1.0:
+    weight, bias per layer of Q1, then of Q2) in the stacked critics' order (every layer's
+    stacked weight, then every stacked bias); any other state is returned as it is."""
+    if len(state["exp_avg"]) != 2 * num_params:
+        return state
+    upgraded = dict(state)
+    for key in ("exp_avg", "exp_avg_sq"):
+        old = state[key]
+        q1, q2 = old[:num_params], old[num_params:]
+        weights = [torch.stack([a.T, b.T]).contiguous() for a, b in zip(q1[0::2], q2[0::2])]
+        biases = [torch.stack([a, b]).unsqueeze(1) for a, b in zip(q1[1::2], q2[1::2])]
+        upgraded[key] = weights + biases
+    return upgraded
 
 
 class SACLearner(Learner):

@@ -12,17 +12,69 @@ from torch import nn
 
 from tunerl.core import columns as c
 from tunerl.core.distributions import TanhGaussian
-from tunerl.core.rl_module import MLP, RLModule, UnsupportedSpaceError, _head
+from tunerl.core.rl_module import ACTIVATIONS, MLP, RLModule, UnsupportedSpaceError, _head
 
 
-class QNet(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, hiddens: list[int], activation: str):
+class TwinQ(nn.Module):
+    """SAC's two critics as one network: each layer's weights of Q1 and Q2 are stacked along a
+    leading dimension of 2, so a layer of both critics is one batched matmul (`torch.baddbmm`)
+    instead of two. On a CPU, an update of these small networks costs per op, not per
+    multiply: the stacked critics make the SAC update about a third cheaper (README).
+
+    Initialized as two separate MLPs would be (orthogonal, gain sqrt(2); head gain 1), from
+    the same random stream in the same order, then stacked. `forward(obs_and_actions)` returns
+    both critics' values, shape (2, batch)."""
+
+    def __init__(self, in_dim: int, hiddens: list[int], activation: str):
         super().__init__()
-        self.encoder = MLP([obs_dim + action_dim, *hiddens], activation)
-        self.head = _head(hiddens[-1], 1, gain=1.0)
+        self.activation = ACTIVATIONS[activation]
+        critics = [
+            [*MLP([in_dim, *hiddens], activation).layers, _head(hiddens[-1], 1, gain=1.0)]
+            for _ in range(2)
+        ]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([q1.weight.T, q2.weight.T]).contiguous())
+            for q1, q2 in zip(*critics)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([q1.bias, q2.bias]).unsqueeze(1)) for q1, q2 in zip(*critics)
+        )
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(torch.cat([obs, actions], dim=-1))).squeeze(-1)
+    def forward(self, x: torch.Tensor, detach_weights: bool = False) -> torch.Tensor:
+        """Both critics on `x` (batch, in_dim). `detach_weights`: gradients flow to `x` only
+        (the actor's loss needs dQ/da, not the critics' weight gradients)."""
+        h = x.unsqueeze(0).expand(2, *x.shape)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if detach_weights:
+                weight, bias = weight.detach(), bias.detach()
+            h = torch.baddbmm(bias, h, weight)
+            if i < last:
+                h = self.activation(h)
+        return h.squeeze(-1)
+
+
+def upgrade_critic_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A module state saved with separate critics (`q1.`, `q2.`, `target_q1.`, `target_q2.`
+    Linear layers, tunerl 0.1.0 before the stacked critics) in the stacked layout; any other
+    state is returned as it is."""
+    if "q1.head.weight" not in state:
+        return state
+    state = dict(state)
+    pairs = {"twin_q": ("q1", "q2"), "target_twin_q": ("target_q1", "target_q2")}
+    for online, (first, second) in pairs.items():
+        layers = [f"encoder.layers.{i}" for i in range(_count_layers(state, first))] + ["head"]
+        for i, layer in enumerate(layers):
+            w1, w2 = (state.pop(f"{name}.{layer}.weight") for name in (first, second))
+            b1, b2 = (state.pop(f"{name}.{layer}.bias") for name in (first, second))
+            state[f"{online}.weights.{i}"] = torch.stack([w1.T, w2.T]).contiguous()
+            state[f"{online}.biases.{i}"] = torch.stack([b1, b2]).unsqueeze(1)
+    return state
+
+
+def _count_layers(state: dict[str, torch.Tensor], critic: str) -> int:
+    prefix = f"{critic}.encoder.layers."
+    return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
 
 
 class SACModule(RLModule):
@@ -46,9 +98,8 @@ class SACModule(RLModule):
         activation = self.model_config["fcnet_activation"]
         self.actor_encoder = MLP([obs_dim, *hiddens], activation)
         self.actor_head = _head(hiddens[-1], 2 * action_dim, gain=0.01)
-        self.q1, self.q2 = (QNet(obs_dim, action_dim, hiddens, activation) for _ in range(2))
-        self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
-        self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+        self.twin_q = TwinQ(obs_dim + action_dim, hiddens, activation)
+        self.target_twin_q = copy.deepcopy(self.twin_q).requires_grad_(False)
         initial_alpha = float(self.model_config.get("initial_alpha", 1.0))
         self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
 
@@ -66,24 +117,28 @@ class SACModule(RLModule):
         return [*self.actor_encoder.parameters(), *self.actor_head.parameters()]
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return [*self.q1.parameters(), *self.q2.parameters()]
+        return list(self.twin_q.parameters())
 
-    def q_values(self, obs, actions) -> tuple[torch.Tensor, torch.Tensor]:
+    def _critic_input(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         obs = self._flat(self._preprocess({c.OBS: obs})[c.OBS])
-        return self.q1(obs, actions), self.q2(obs, actions)
+        return torch.cat([obs, actions], dim=-1)
 
-    def target_min_q(self, obs, actions) -> torch.Tensor:
+    def q_values(
+        self, obs: torch.Tensor, actions: torch.Tensor, detach_weights: bool = False
+    ) -> torch.Tensor:
+        """Both critics' Q(s, a), shape (2, batch)."""
+        return self.twin_q(self._critic_input(obs, actions), detach_weights)
+
+    def target_min_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            obs = self._flat(self._preprocess({c.OBS: obs})[c.OBS])
-            return torch.min(self.target_q1(obs, actions), self.target_q2(obs, actions))
+            return self.target_twin_q(self._critic_input(obs, actions)).min(dim=0).values
 
     def update_targets(self, tau: float) -> None:
         """Polyak averaging: target <- tau * online + (1 - tau) * target."""
-        if not hasattr(self, "_critic_lists"):  # walked once, not on every update
-            self._critic_lists = (
-                [*self.q1.parameters(), *self.q2.parameters()],
-                [*self.target_q1.parameters(), *self.target_q2.parameters()],
-            )
-        online, target = self._critic_lists
         with torch.no_grad():
-            torch._foreach_lerp_(target, online, tau)
+            torch._foreach_lerp_(
+                list(self.target_twin_q.parameters()), list(self.twin_q.parameters()), tau
+            )
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        super().set_state(upgrade_critic_state(state))
