@@ -20,8 +20,8 @@ from tunerl.algorithms.appo.appo import APPOLearner
 from tunerl.algorithms.impala.impala import policy_logp
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.async_sampling import SAMPLE_WAIT_TIMER, AsyncSampler
-from tunerl.core.learner_thread import LEARNER_WAIT_TIMER, LearnerThread, LearnerThreadError
+from tunerl.core.async_sampling import AsyncSampler
+from tunerl.core.learner_thread import LearnerThread, LearnerThreadError
 from tunerl.core.sample_batch import SampleBatch
 
 TRAIN_BATCH = 128
@@ -230,7 +230,7 @@ def test_trains_with_remote_runners_sampling_asynchronously(
     assert algo.learner_thread is not None and algo.learner_thread.is_alive()
     for result in results:
         assert result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] >= TRAIN_BATCH
-        assert 0 <= result[m.TIMERS][SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
+        assert 0 <= result[m.TIMERS][m.SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
         # The learner thread trains the newest batch while the next is collected.
         assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] < result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     assert_counts(counters_after_drain(algo), 3)
@@ -319,7 +319,7 @@ def test_learner_thread_results_lag_one_batch_and_report_every_update_once(local
     for result in results[1:]:
         stats = result[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
         assert np.isfinite(stats[m.POLICY_LOSS]) and np.isfinite(stats[m.VF_LOSS])
-        assert result[m.TIMERS][LEARNER_WAIT_TIMER] >= 0
+        assert result[m.TIMERS][m.LEARNER_WAIT_TIMER] >= 0
         assert result[m.TIMERS][m.LEARN_TIMER] > 0
     # Each step hands over the batch it sampled; step k reports the update on batch k - 1.
     batch_rows = [r[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] for r in results]

@@ -21,9 +21,6 @@ from tunerl.core.sample_batch import SampleBatch
 
 logger = logging.getLogger(__name__)
 
-# Inside `timers`: the part of `sample` the driver spent blocked, no sample being ready.
-SAMPLE_WAIT_TIMER = "sample_wait"
-
 
 def request_timesteps(config: Any, num_runners: int) -> int:
     """Env steps one runner samples per request: `rollout_fragment_length` per sub-env, or

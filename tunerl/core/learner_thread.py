@@ -21,10 +21,6 @@ from typing import Any
 
 from tunerl.core.sample_batch import SampleBatch
 
-# Inside `timers`: the driver's seconds blocked handing a batch to the learner thread or
-# waiting for its updates (the thread's own seconds are the `learn` timer).
-LEARNER_WAIT_TIMER = "learner_wait"
-
 
 @dataclass
 class LearnerOutput:

@@ -59,6 +59,11 @@ SAMPLE_TIMER = "sample"
 LEARN_TIMER = "learn"
 SYNC_TIMER = "sync"
 EVALUATION_TIMER = "evaluation"
+# IMPALA/APPO: the part of `sample` the driver spent blocked with no sample ready, and the
+# driver's seconds handing batches to the learner thread and waiting for its updates (the
+# thread's own seconds are LEARN_TIMER).
+SAMPLE_WAIT_TIMER = "sample_wait"
+LEARNER_WAIT_TIMER = "learner_wait"
 
 # The flattened keys users pass to stoppers, schedulers and checkpoint ranking.
 EPISODE_RETURN_MEAN_KEY = f"{ENV_RUNNER_RESULTS}/{EPISODE_RETURN_MEAN}"

@@ -16,10 +16,10 @@ from tunerl.algorithms.ppo.ppo import PPOConfig
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
-from tunerl.core.async_sampling import SAMPLE_WAIT_TIMER, AsyncSampler, request_timesteps
+from tunerl.core.async_sampling import AsyncSampler, request_timesteps
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.learner import Learner
-from tunerl.core.learner_thread import LEARNER_WAIT_TIMER, LearnerThread
+from tunerl.core.learner_thread import LearnerThread
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
@@ -194,7 +194,7 @@ def take_learner_outputs(algo: Algorithm, max_unfinished: int) -> None:
     """Takes the learner thread's finished updates (waiting for the oldest while more than
     `max_unfinished` are queued or training): counts their rows as trained, broadcasts their
     weights to the runners and keeps their statistics for the next report."""
-    with algo._timer(LEARNER_WAIT_TIMER):
+    with algo._timer(m.LEARNER_WAIT_TIMER):
         outputs = algo.learner_thread.take(max_unfinished)
     for output in outputs:
         algo.count_trained_steps(output.num_rows)
@@ -226,7 +226,7 @@ def sample_async(algo: Algorithm) -> SampleBatch:
         while sum(len(b) for b in batches) < algo.config.train_batch_size_per_learner:
             batches += sampler.collect(algo.config.sample_timeout_s)
         batch = SampleBatch.concat_samples(batches)
-    algo._timers[SAMPLE_WAIT_TIMER] += sampler.wait_s - waited_before
+    algo._timers[m.SAMPLE_WAIT_TIMER] += sampler.wait_s - waited_before
     algo.callbacks.on_sample_end(algorithm=algo, samples=batch)
     return batch
 
@@ -245,7 +245,7 @@ def vtrace_training_step(algo: Algorithm) -> dict[str, Any]:
     sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     # 2. learn and 3. sync, in the background
     if thread is not None:
-        with algo._timer(LEARNER_WAIT_TIMER):
+        with algo._timer(m.LEARNER_WAIT_TIMER):
             thread.submit(batch, sampled)
         take_learner_outputs(algo, config.learner_queue_size)
         stats = mean_stats(algo.unreported_learner_stats)
