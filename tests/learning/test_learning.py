@@ -22,6 +22,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
         "sac_pendulum",
         "appo_cartpole",
         "appo_pendulum",
+        "impala_cartpole",
     ],
 )
 def test_experiment_reaches_its_target(name):
