@@ -86,10 +86,10 @@ class LearnerThread(threading.Thread):
 
     def take(self, max_unfinished: int) -> list[LearnerOutput]:
         """The oldest updates, in order, waited for until no more than `max_unfinished`
-        batches are still queued or training (none if there are no more already), so a
-        training step that hands over one batch takes back exactly one, `max_unfinished`
-        batches later. Raises `LearnerThreadError` (chained to the original) if an update
-        raised."""
+        batches are still queued or training (an empty list if that holds already). A
+        training step that hands over one batch thus takes back exactly one, handed over
+        `max_unfinished` steps earlier. Raises `LearnerThreadError` (chained to the original)
+        if an update raised."""
         outputs = []
         while self.num_unfinished > max_unfinished:
             item = self._outqueue.get()
