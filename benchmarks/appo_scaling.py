@@ -23,14 +23,14 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _runner import print_result, run_fresh
+
 BENCHMARK_DIR = Path(__file__).resolve().parent
 EXPERIMENTS = BENCHMARK_DIR.parent / "experiments"
-RESULT_MARK = "BENCHMARK_RESULT "
 TIMERS = ("sample", "sample_wait", "learn", "learner_wait", "sync")
 # rllib/tuned_examples/appo/cartpole_appo.py (2.60): APPOConfig's defaults plus these.
 RLLIB_APPO_TRAINING = {
@@ -147,7 +147,7 @@ def run_in_this_process(args: argparse.Namespace) -> None:
         result = {"status": "ok", **function(args, clock)}
     except ModuleNotFoundError as error:
         result = {"status": "not installed", "error": str(error)}
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # -------------------------------------------------------------------------- the parent
@@ -159,27 +159,7 @@ def launch(tool: str, algo: str, runners: int, seed: int, args: argparse.Namespa
     command += ["--max-steps", str(args.max_steps)]
     if args.learner_queue_size is not None:
         command += ["--learner-queue-size", str(args.learner_queue_size)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    t0 = time.time()
-    process = subprocess.Popen(
-        [*command, "--t0", repr(t0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=BENCHMARK_DIR.parent,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.communicate()
-        return {"status": "timeout"}
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if process.returncode != 0 or not lines:
-        return {"status": "failed", "error": "\n".join(stderr.strip().splitlines()[-15:])}
-    return json.loads(lines[-1][len(RESULT_MARK) :])
+    return run_fresh(command, args.timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def row(name: str, result: dict) -> str:

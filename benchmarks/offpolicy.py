@@ -26,15 +26,15 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ppo_cartpole
+from _runner import print_result, run_fresh
 from offpolicy_peers import DEFAULT_SMOOTHING_EPISODES, FILL_STEPS, ms_per_call
-from ppo_cartpole import DEFAULT_TORCH_THREADS, RESULT_MARK, Benchmark, _strict, summarize
+from ppo_cartpole import DEFAULT_TORCH_THREADS, Benchmark, _strict, summarize
 
 BENCHMARK_DIR = Path(__file__).resolve().parent
 EXPERIMENTS_DIR = BENCHMARK_DIR.parent / "experiments"
@@ -161,7 +161,7 @@ def run_in_this_process(args: argparse.Namespace) -> None:
             raise
         result = {"status": "not installed", "error": str(error)}
     result["versions"] = ppo_cartpole._versions()
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # -------------------------------------------------------------------------- the parent
@@ -195,28 +195,7 @@ def launch(run: str, python: str, seed: int, row: Row, args: argparse.Namespace)
     env = dict(os.environ)
     if args.torch_threads > 0:
         env["OMP_NUM_THREADS"] = str(args.torch_threads)
-    t0 = time.time()
-    process = subprocess.Popen(
-        [*command, "--t0", repr(t0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=BENCHMARK_DIR.parent,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        # The whole session: Ray's processes too.
-        os.killpg(process.pid, 9)
-        process.communicate()
-        return {"status": "timeout", "seed": seed, "error": f"over {args.timeout} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if process.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-15:])
-        return {"status": "failed", "seed": seed, "returncode": process.returncode, "error": tail}
-    return {**json.loads(lines[-1][len(RESULT_MARK) :]), "seed": seed}
+    return {**run_fresh(command, args.timeout, env), "seed": seed}
 
 
 def describe(result: dict) -> str:

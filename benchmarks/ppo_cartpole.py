@@ -22,16 +22,16 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _runner import print_result, run_fresh
+
 BENCHMARK_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = BENCHMARK_DIR.parent / "experiments" / "ppo_cartpole.yaml"
 PEERS = ("sb3", "rllib", "plain")
-RESULT_MARK = "BENCHMARK_RESULT "
 SAMPLING_NUM_ENVS = 64
 SAMPLING_WARMUP_S = 0.5
 SAMPLING_S = 2.5
@@ -213,7 +213,7 @@ def run_in_this_process(args: argparse.Namespace) -> None:
             raise
         result = {"status": "not installed", "error": str(error)}
     result["versions"] = _versions()
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # -------------------------------------------------------------------------- the parent
@@ -242,28 +242,7 @@ def launch(benchmark: Benchmark, seed: int, args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if args.torch_threads > 0:
         env["OMP_NUM_THREADS"] = str(args.torch_threads)
-    t0 = time.time()
-    process = subprocess.Popen(
-        [*command, "--t0", repr(t0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=BENCHMARK_DIR.parent,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        # The whole session: Ray's processes too.
-        os.killpg(process.pid, 9)
-        process.communicate()
-        return {"status": "timeout", "seed": seed, "error": f"over {args.timeout} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if process.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-15:])
-        return {"status": "failed", "seed": seed, "returncode": process.returncode, "error": tail}
-    return {**json.loads(lines[-1][len(RESULT_MARK) :]), "seed": seed}
+    return {**run_fresh(command, args.timeout, env), "seed": seed}
 
 
 def describe(result: dict) -> str:

@@ -31,17 +31,17 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _runner import print_result, run_fresh
+
 BENCHMARK_DIR = Path(__file__).resolve().parent
 DEFAULT_SEARCH_SPACE = BENCHMARK_DIR.parent / "search_spaces" / "ppo_cartpole.yaml"
 DEFAULT_EXPERIMENT = BENCHMARK_DIR.parent / "experiments" / "ppo_cartpole.yaml"
 PEERS = ("rllib",)
-RESULT_MARK = "BENCHMARK_RESULT "
 RETURN_KEY = "env_runners/episode_return_mean"
 ENV_STEPS_KEY = "num_env_steps_sampled_lifetime"
 # tunerl's build_tuner defaults, given to both tools: checkpoints cost time in a sweep.
@@ -295,7 +295,7 @@ def run_in_this_process(args: argparse.Namespace) -> None:
             raise
         result = {"status": "not installed", "error": str(error)}
     result["versions"] = _versions()
-    print(RESULT_MARK + json.dumps(result, default=str), flush=True)
+    print_result(result)
 
 
 # -------------------------------------------------------------------------- the parent
@@ -316,27 +316,7 @@ def launch(run: str, python: str, args: argparse.Namespace) -> dict:
         options["--fields"] = ",".join(args.fields)
     command = [python, str(Path(__file__).resolve())]
     command += [str(part) for option in options.items() for part in option]
-    t0 = time.time()
-    process = subprocess.Popen(
-        [*command, "--t0", repr(t0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=BENCHMARK_DIR.parent,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        # The whole session: Ray's processes too.
-        os.killpg(process.pid, 9)
-        process.communicate()
-        return {"status": "timeout", "error": f"over {args.timeout} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if process.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-20:])
-        return {"status": "failed", "returncode": process.returncode, "error": tail}
-    return json.loads(lines[-1][len(RESULT_MARK) :])
+    return run_fresh(command, args.timeout)
 
 
 def _format_config(config: dict) -> str:

@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import ray.tune.trainable.trainable as trainable_module
+import torch
 
 from tunerl import Algorithm, PPOConfig
+from tunerl.core.rl_module import DefaultRLModule
 
 TINY_MODEL = {"fcnet_hiddens": [16]}
 
@@ -62,3 +66,14 @@ def build() -> Iterator[Callable[[Any], Algorithm]]:
     yield _build
     for algo in algos:
         algo.stop()
+
+
+@pytest.fixture
+def discrete_module() -> DefaultRLModule:
+    """A seeded default module: 3 observations, 2 discrete actions, one hidden layer of 16."""
+    torch.manual_seed(0)
+    return DefaultRLModule(
+        gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+        gym.spaces.Discrete(2),
+        model_config={"fcnet_hiddens": [16]},
+    )

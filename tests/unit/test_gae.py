@@ -3,7 +3,6 @@ with a real module."""
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -281,20 +280,10 @@ def _module_batch(module: DefaultRLModule, rng: np.random.Generator) -> tuple[Sa
     return batch, reference_rows
 
 
-@pytest.fixture
-def module() -> DefaultRLModule:
-    torch.manual_seed(0)
-    return DefaultRLModule(
-        gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
-        gym.spaces.Discrete(2),
-        model_config={"fcnet_hiddens": [16]},
-    )
+def test_add_gae_with_a_real_module_matches_reference(discrete_module: DefaultRLModule):
+    batch, rows = _module_batch(discrete_module, np.random.default_rng(6))
 
-
-def test_add_gae_with_a_real_module_matches_reference(module):
-    batch, rows = _module_batch(module, np.random.default_rng(6))
-
-    out = add_gae(batch, module, gamma=0.99, lambda_=0.95)
+    out = add_gae(batch, discrete_module, gamma=0.99, lambda_=0.95)
 
     expected_adv, expected_targets = reference_gae(**rows, gamma=0.99, lambda_=0.95)
     assert out is batch
@@ -305,10 +294,10 @@ def test_add_gae_with_a_real_module_matches_reference(module):
     )
 
 
-def test_add_gae_reads_new_obs_only_where_it_bootstraps(module):
+def test_add_gae_reads_new_obs_only_where_it_bootstraps(discrete_module: DefaultRLModule):
     """The critic sees `new_obs` only at truncations and fragment ends: NaN anywhere else
     (terminated rows, rows inside a piece) must not reach the advantages."""
-    batch, rows = _module_batch(module, np.random.default_rng(7))
+    batch, rows = _module_batch(discrete_module, np.random.default_rng(7))
     ends = trajectory_ends(batch)
     bootstrap = ends & ~batch[c.TERMINATEDS]
     assert bootstrap.any() and (ends & batch[c.TERMINATEDS]).any()
@@ -316,7 +305,7 @@ def test_add_gae_reads_new_obs_only_where_it_bootstraps(module):
     poisoned[~bootstrap] = np.nan
     batch[c.NEW_OBS] = poisoned
 
-    add_gae(batch, module, gamma=0.99, lambda_=0.95)
+    add_gae(batch, discrete_module, gamma=0.99, lambda_=0.95)
 
     expected_adv, _ = reference_gae(**rows, gamma=0.99, lambda_=0.95)
     assert np.isfinite(batch[c.ADVANTAGES]).all()

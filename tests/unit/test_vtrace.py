@@ -3,7 +3,6 @@ on-policy special case, clipping, truncation bootstrapping, and add_vtrace with 
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -237,17 +236,9 @@ def test_a_truncated_episode_does_not_leak_into_the_next_one_mid_fragment():
 
 
 # ----------------------------------------------------------------------- add_vtrace
-@pytest.fixture
-def module() -> DefaultRLModule:
-    torch.manual_seed(0)
-    return DefaultRLModule(
-        gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
-        gym.spaces.Discrete(2),
-        model_config={"fcnet_hiddens": [16]},
-    )
-
-
-def test_add_vtrace_uses_the_modules_critic_and_reads_new_obs_only_where_it_bootstraps(module):
+def test_add_vtrace_uses_the_modules_critic_and_reads_new_obs_only_where_it_bootstraps(
+    discrete_module: DefaultRLModule,
+):
     rng = np.random.default_rng(5)
     rows = make_rows(rng)
     n = len(rows["rewards"])
@@ -257,8 +248,8 @@ def test_add_vtrace_uses_the_modules_critic_and_reads_new_obs_only_where_it_boot
     new_obs[:-1] = obs[1:]
     new_obs[ends] = rng.uniform(-1, 1, size=(int(ends.sum()), 3))
     with torch.no_grad():
-        values = module.compute_values({c.OBS: torch.from_numpy(obs)}).numpy()
-        new_obs_values = module.compute_values({c.OBS: torch.from_numpy(new_obs)}).numpy()
+        values = discrete_module.compute_values({c.OBS: torch.from_numpy(obs)}).numpy()
+        new_obs_values = discrete_module.compute_values({c.OBS: torch.from_numpy(new_obs)}).numpy()
     bootstrap = ends & ~rows["terminateds"].astype(bool)
     poisoned = new_obs.copy()
     poisoned[~bootstrap] = np.nan
@@ -277,7 +268,7 @@ def test_add_vtrace_uses_the_modules_critic_and_reads_new_obs_only_where_it_boot
         }
     )
 
-    out = add_vtrace(batch, module, rows["target_logp"], 0.99, 1.0, 1.0)
+    out = add_vtrace(batch, discrete_module, rows["target_logp"], 0.99, 1.0, 1.0)
 
     expected_vs, expected_pg = reference_vtrace(
         {**rows, "values": values, "new_obs_values": new_obs_values}, 0.99, 1.0, 1.0

@@ -125,25 +125,26 @@ class Algorithm(tune.Trainable):
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
-        self.learner = (config.learner_class or self.learner_class)(
-            config, self.module_spec.build(), self._draw_seed()
-        )
+        self.learner = self._make_learner(config)
         self.env_runner_group = EnvRunnerGroup(
             config, self.module_spec, config.num_env_runners, self._runner_seed, self._env_creator
         )
         self.eval_env_runner_group: EnvRunnerGroup | None = None
         if config.evaluation_interval:
-            eval_config = config.with_overrides(config.evaluation_config)
-            self.eval_env_runner_group = EnvRunnerGroup(
-                eval_config,
-                self.module_spec,
-                config.evaluation_num_env_runners,
-                self._runner_seed,
-                self._env_creator,
-            )
+            self.eval_env_runner_group = self._make_evaluation_group()
         self._reset_counters()
         self.build_algorithm_state()
         self._sync_weights()
+
+    def _make_evaluation_group(self) -> EnvRunnerGroup:
+        config = self.config
+        return EnvRunnerGroup(
+            config.with_overrides(config.evaluation_config),
+            self.module_spec,
+            config.evaluation_num_env_runners,
+            self._runner_seed,
+            self._env_creator,
+        )
 
     def _make_learner(self, config: AlgorithmConfig) -> Learner:
         learner_class = config.learner_class or self.learner_class
@@ -214,9 +215,7 @@ class Algorithm(tune.Trainable):
         seed = new.seed if new.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.learner = (new.learner_class or self.learner_class)(
-            new, self.module_spec.build(), self._draw_seed()
-        )
+        self.learner = self._make_learner(new)
         self.env_runner_group.set_config(new)
         self.env_runner_group.reset()
         if self.eval_env_runner_group is not None:
@@ -358,15 +357,8 @@ class Algorithm(tune.Trainable):
         """Sends the learner's weights to the evaluation runners and starts their sample
         (remote runners: without waiting for it)."""
         group = self.eval_env_runner_group
-        if group is None:
-            eval_config = self.config.with_overrides(self.config.evaluation_config)
-            group = self.eval_env_runner_group = EnvRunnerGroup(
-                eval_config,
-                self.module_spec,
-                self.config.evaluation_num_env_runners,
-                self._runner_seed,
-                self._env_creator,
-            )
+        if group is None:  # evaluate() called without an evaluation_interval
+            group = self.eval_env_runner_group = self._make_evaluation_group()
         self._send_weights(group)
         if self.config.evaluation_duration_unit == "episodes":
             return group.start_sample(num_episodes=self.config.evaluation_duration)
