@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import distributions as td
 
-from tunerl.core.distributions import Categorical, DiagGaussian
+from tunerl.core.distributions import Categorical, DiagGaussian, TanhGaussian, sample_with_logp
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -65,3 +65,18 @@ def test_diag_gaussian_samples_have_the_given_mean_and_std():
     samples = DiagGaussian(inputs).sample(generator(7)).numpy()
     np.testing.assert_allclose(samples.mean(axis=0), [1.0, -2.0], atol=0.05)
     np.testing.assert_allclose(samples.std(axis=0), [0.5, 2.0], rtol=0.03)
+
+
+def test_sample_with_logp_uses_the_distribution_s_own_pass_or_sample_then_logp():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]] * 50))
+    actions, logp = sample_with_logp(Categorical(logits), generator(3))
+    # No sample_with_logp on Categorical: the same draws as sample(), rated by logp().
+    torch.testing.assert_close(actions, Categorical(logits).sample(generator(3)))
+    torch.testing.assert_close(logp, Categorical(logits).logp(actions))
+
+    inputs = torch.tensor([[0.3, -0.4, -0.5, 0.2]] * 50, dtype=torch.float64)
+    actions, logp = sample_with_logp(TanhGaussian(inputs), generator(4))
+    expected_actions, expected_logp = TanhGaussian(inputs).rsample_with_logp(generator(4))
+    torch.testing.assert_close(actions, expected_actions)
+    torch.testing.assert_close(logp, expected_logp)
+    torch.testing.assert_close(logp, TanhGaussian(inputs).logp(actions))

@@ -7,6 +7,7 @@ and a seeded run repeats exactly, whatever else in the process uses torch's glob
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -79,8 +80,10 @@ class TanhGaussian:
         self.log_std = log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
         self.std = self.log_std.exp()
 
-    def _logp_pre_tanh(self, u: torch.Tensor) -> torch.Tensor:
-        z = (u - self.mean) / self.std
+    def _logp_pre_tanh(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(tanh(u)); `z` = (u - mean) / std when the caller has it (the sampled noise)."""
+        if z is None:
+            z = (u - self.mean) / self.std
         gaussian = (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
         correction = (2.0 * (math.log(2.0) - u - torch.nn.functional.softplus(-2.0 * u))).sum(-1)
@@ -94,10 +97,16 @@ class TanhGaussian:
             self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
         )
         u = self.mean + self.std * noise
-        return torch.tanh(u), self._logp_pre_tanh(u)
+        return torch.tanh(u), self._logp_pre_tanh(u, z=noise)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.rsample_with_logp(generator)[0]
+
+    def sample_with_logp(
+        self, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample and its log-prob in one pass (`logp` of the sample would undo the tanh)."""
+        return self.rsample_with_logp(generator)
 
     def deterministic_sample(self) -> torch.Tensor:
         return torch.tanh(self.mean)
@@ -106,3 +115,13 @@ class TanhGaussian:
         # Actions at exactly +-1 have no finite pre-image; clamp just inside.
         u = torch.atanh(actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
         return self._logp_pre_tanh(u)
+
+
+def sample_with_logp(dist: Any, generator: torch.Generator | None = None):
+    """(actions, log-probs): the distribution's own `sample_with_logp` where it has one,
+    else `sample` then `logp` (any class with those two works, as in RLlib)."""
+    own = getattr(dist, "sample_with_logp", None)
+    if own is not None:
+        return own(generator)
+    actions = dist.sample(generator)
+    return actions, dist.logp(actions)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tunerl.core import columns
+from tunerl.core.distributions import sample_with_logp
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_vector_env
@@ -215,8 +216,11 @@ class EnvRunner:
             out = self.module.forward_inference({columns.OBS: obs})
         dist_inputs = out[columns.ACTION_DIST_INPUTS]
         dist = self.dist_cls(dist_inputs)
-        actions = dist.sample(self.generator) if explore else dist.deterministic_sample()
-        logp = dist.logp(actions)
+        if explore:
+            actions, logp = sample_with_logp(dist, self.generator)
+        else:
+            actions = dist.deterministic_sample()
+            logp = dist.logp(actions)
         vf = out.get(columns.VF_PREDS)
         vf = vf.numpy() if vf is not None else np.zeros(self.num_envs, np.float32)
         return actions.numpy(), logp.numpy(), dist_inputs.numpy(), vf
@@ -361,6 +365,8 @@ def _stack_env_major(rows: list[dict[str, np.ndarray]], masks: list[np.ndarray])
     """[time][env] rows -> one batch, each sub-env's steps contiguous and in time order."""
     if not rows:
         return SampleBatch()
+    if len(rows) == 1:  # one vector step (SAC's): its rows are already env-major
+        return SampleBatch({key: value[masks[0]] for key, value in rows[0].items()})
     mask = np.stack(masks, axis=1).reshape(-1)  # (env, time) order
     batch = {}
     for key in rows[0]:

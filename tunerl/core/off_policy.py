@@ -11,6 +11,11 @@ from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer, n_step_trans
 from tunerl.core.sample_batch import SampleBatch
 
 REPLAY_BUFFER_FILE = "replay_buffer.npz"
+N_STEP_HELP = (
+    "Steps summed in each return before bootstrapping. A return also stops at its episode's "
+    "end and at the end of the sampled fragment (rollout_fragment_length steps per sub-env), "
+    "so n_step above rollout_fragment_length acts as rollout_fragment_length."
+)
 
 
 def updates_due(

@@ -35,13 +35,9 @@ def n_step_transitions(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
     rows = len(batch)
     rewards = batch[c.REWARDS].astype(np.float64)
     ends = trajectory_ends(batch)
-    # end_of[t]: the last row of t's trajectory piece.
-    end_of = np.empty(rows, dtype=np.int64)
-    last = rows - 1
-    for t in range(rows - 1, -1, -1):
-        if ends[t]:
-            last = t
-        end_of[t] = last
+    # end_of[t]: the last row of t's trajectory piece (the first end at or after t).
+    end_rows = np.flatnonzero(ends)
+    end_of = end_rows[np.searchsorted(end_rows, np.arange(rows))]
     final = np.minimum(np.arange(rows) + n - 1, end_of)
     n_rewards = np.zeros(rows, dtype=np.float64)
     for k in range(n):

@@ -17,6 +17,7 @@ from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
 from tunerl.core.learner import Learner, scheduled_value
 from tunerl.core.off_policy import (
+    N_STEP_HELP,
     load_buffer,
     replay_update,
     sample_into_buffer,
@@ -98,9 +99,7 @@ class DQNConfig(AlgorithmConfig):
             "Pick the next action with the online net and rate it with the target net.",
             bool,
         ),
-        "n_step": _f(
-            "training", 3, "Steps summed in each return before bootstrapping.", int, low=1
-        ),
+        "n_step": _f("training", 3, N_STEP_HELP, int, low=1),
         "epsilon": _f(
             "training",
             [[0, 1.0], [10_000, 0.02]],

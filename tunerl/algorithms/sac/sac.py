@@ -18,6 +18,7 @@ from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.distributions import TanhGaussian
 from tunerl.core.learner import Learner
 from tunerl.core.off_policy import (
+    N_STEP_HELP,
     load_buffer,
     replay_update,
     sample_into_buffer,
@@ -94,9 +95,7 @@ class SACConfig(AlgorithmConfig):
         "initial_alpha": _f(
             "training", 1.0, "Starting entropy temperature.", *NUMBER, low=0, low_exclusive=True
         ),
-        "n_step": _f(
-            "training", 1, "Steps summed in each return before bootstrapping.", int, low=1
-        ),
+        "n_step": _f("training", 1, N_STEP_HELP, int, low=1),
         "replay_buffer_config": _f(
             "training",
             {"type": "ReplayBuffer", "capacity": 100_000},
