@@ -91,7 +91,11 @@ def test_dqn_trains_on_cartpole_and_reports_its_stats(build):
     trained = result[m.NUM_ENV_STEPS_TRAINED_LIFETIME]
     assert trained > 0 and trained % 32 == 0
     assert abs(trained - (sampled - 32) * 8) <= 3 * 32 * 8
-    assert len(algo.replay_buffer) == sampled
+    # Every sampled step is stored or waits for the steps its n-step return still needs
+    # (at most n_step - 1 per sub-env).
+    waiting = len(algo.n_step_collector)
+    assert len(algo.replay_buffer) + waiting == sampled
+    assert 0 < waiting <= (algo.config.n_step - 1) * algo.config.num_envs_per_env_runner
 
 
 def test_no_updates_before_learning_starts(build):
@@ -104,7 +108,8 @@ def test_no_updates_before_learning_starts(build):
     assert set(stats) == {m.CURR_EPSILON}
     assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == 0
     assert all_equal(parameters(algo.get_module().q_net), initial)
-    assert len(algo.replay_buffer) == result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    sampled = result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    assert len(algo.replay_buffer) + len(algo.n_step_collector) == sampled
 
 
 def test_epsilon_follows_its_schedule_in_learner_and_runners(build):

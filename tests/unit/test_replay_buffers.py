@@ -1,6 +1,7 @@
 """Replay buffers: the sum-tree against exact cumulative sums, prioritized sampling against
 p_i^alpha / sum_j p_j^alpha and its importance weights by hand, uniform storage, n-step
-transitions against a per-row reference loop, and save/load round trips."""
+transitions against a per-row reference loop (also when they span sample calls), and
+save/load round trips."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from tunerl.core.replay_buffers import (
     BATCH_INDEXES,
     N_STEP_DISCOUNT,
     WEIGHTS,
+    NStepCollector,
     PrioritizedReplayBuffer,
     ReplayBuffer,
     SumTree,
     n_step_transitions,
 )
+from tunerl.core.sample_batch import concat_samples
 
 
 def transitions(first: int, count: int) -> SampleBatch:
@@ -445,6 +448,89 @@ def test_n_step_truncation_stops_the_sum_but_keeps_bootstrapping():
 def test_n_step_rejects_n_below_one():
     with pytest.raises(ValueError, match="n_step"):
         n_step_transitions(one_step_batch(np.random.default_rng(0)), 0, 0.9)
+
+
+def sub_env_streams(num_envs: int, steps: int, seed: int) -> list[SampleBatch]:
+    """Each sub-env's one-step rows over `steps` steps: episodes terminate (p 0.15) or are
+    truncated (p 0.05); a row's observation is its id, unique over all sub-envs."""
+    rng = np.random.default_rng(seed)
+    streams = []
+    for env in range(num_envs):
+        eps_id, t, cols = env * 1000, 0, {"eps_id": [], "t": [], "term": [], "trunc": []}
+        for _ in range(steps):
+            end = rng.random()
+            cols["eps_id"].append(eps_id)
+            cols["t"].append(t)
+            cols["term"].append(end < 0.15)
+            cols["trunc"].append(0.15 <= end < 0.2)
+            eps_id, t = (eps_id + 1, 0) if end < 0.2 else (eps_id, t + 1)
+        ids = env * steps + np.arange(steps)
+        streams.append(
+            SampleBatch(
+                {
+                    c.OBS: ids[:, None].astype(np.float32),
+                    c.ACTIONS: ids % 2,
+                    c.REWARDS: rng.normal(size=steps).astype(np.float32),
+                    c.NEW_OBS: (ids[:, None] + 0.5).astype(np.float32),
+                    c.TERMINATEDS: np.asarray(cols["term"]),
+                    c.TRUNCATEDS: np.asarray(cols["trunc"]),
+                    c.EPS_ID: np.asarray(cols["eps_id"], np.int64),
+                    c.T: np.asarray(cols["t"], np.int64),
+                }
+            )
+        )
+    return streams
+
+
+def by_row_id(batch: SampleBatch) -> dict[int, tuple]:
+    return {
+        int(obs): (float(r), float(new_obs), bool(term), float(discount))
+        for obs, r, new_obs, term, discount in zip(
+            batch[c.OBS][:, 0],
+            batch[c.REWARDS],
+            batch[c.NEW_OBS][:, 0],
+            batch[c.TERMINATEDS],
+            batch[N_STEP_DISCOUNT],
+        )
+    }
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("fragment", [1, 2, 4])
+def test_n_step_collector_spans_fragments_like_the_unsplit_episodes(n, fragment):
+    num_envs, steps = 3, 40
+    streams = sub_env_streams(num_envs, steps, seed=n * 10 + fragment)
+    collector = NStepCollector(n, 0.9)
+    emitted: dict[int, tuple] = {}
+    for start in range(0, steps, fragment):  # env-major fragments, as a runner returns them
+        batch = concat_samples([stream[start : start + fragment] for stream in streams])
+        emitted.update(by_row_id(collector.add(batch)))
+
+    # The reference: each sub-env's whole stream at once.
+    expected = by_row_id(concat_samples([n_step_transitions(s, n, 0.9) for s in streams]))
+    waiting = {int(obs) for obs in collector.waiting[c.OBS][:, 0]} if len(collector) else set()
+    # Only rows of each sub-env's last, unfinished episode wait, at most n - 1 of them.
+    assert len(waiting) <= num_envs * (n - 1)
+    assert set(emitted) | waiting == set(expected) and not set(emitted) & waiting
+    for row_id, values in emitted.items():
+        np.testing.assert_allclose(values, expected[row_id], rtol=1e-5, err_msg=str(row_id))
+
+
+def test_rows_of_an_episode_the_next_batch_does_not_continue_stop_waiting():
+    stream = sub_env_streams(1, 40, seed=0)[0]
+    open_rows = np.flatnonzero(~(stream[c.TERMINATEDS] | stream[c.TRUNCATEDS]))
+    last = int(open_rows[0])  # a fragment ending here leaves its episode open
+    collector = NStepCollector(3, 0.9)
+    first = by_row_id(collector.add(stream[: last + 1]))
+    assert len(collector) > 0
+    held = {int(obs) for obs in collector.waiting[c.OBS][:, 0]}
+    assert not held & set(first)
+    # The next batch is another episode of a new runner: the held rows end where they are.
+    other = sub_env_streams(2, 5, seed=1)[1]
+    second = by_row_id(collector.add(other))
+    expected = by_row_id(n_step_transitions(stream[: last + 1], 3, 0.9))
+    for row_id in held:
+        np.testing.assert_allclose(second[row_id], expected[row_id], rtol=1e-6)
 
 
 # -------------------------------------------------------------------- save and load

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from tunerl.core import metrics as m
-from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer, n_step_transitions
+from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer
 from tunerl.core.sample_batch import SampleBatch
 
 REPLAY_BUFFER_FILE = "replay_buffer.npz"
 N_STEP_HELP = (
-    "Steps summed in each return before bootstrapping. A return also stops at its episode's "
-    "end and at the end of the sampled fragment (rollout_fragment_length steps per sub-env), "
-    "so n_step above rollout_fragment_length acts as rollout_fragment_length."
+    "Steps summed in each return before bootstrapping (fewer at an episode's end). A step "
+    "goes into the replay buffer once its next n_step - 1 steps are sampled."
 )
 
 
@@ -58,11 +57,12 @@ def load_buffer(buffer: ReplayBuffer, directory: Path) -> None:
 
 def sample_into_buffer(algo: Any) -> SampleBatch:
     """Samples `rollout_fragment_length` steps per sub-env on every runner and adds them to
-    `algo.replay_buffer` as n-step transitions; returns the one-step batch."""
+    `algo.replay_buffer` as n-step transitions (through `algo.n_step_collector`, which holds
+    the rows whose n steps are not all sampled yet); returns the one-step batch."""
     config = algo.config
     steps = config.rollout_fragment_length * config.num_envs_per_env_runner
     batch = algo.sample_from_runners(steps * max(1, config.num_env_runners))
-    algo.replay_buffer.add(n_step_transitions(batch, config.n_step, config.gamma))
+    algo.replay_buffer.add(algo.n_step_collector.add(batch))
     return batch
 
 

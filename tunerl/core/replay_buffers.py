@@ -17,7 +17,7 @@ import numpy as np
 
 from tunerl.core import columns as c
 from tunerl.core.postprocessing import trajectory_ends
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import SampleBatch, concat_samples
 
 N_STEP_DISCOUNT = "n_step_discount"
 BATCH_INDEXES = "batch_indexes"
@@ -35,9 +35,7 @@ def n_step_transitions(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
     rows = len(batch)
     rewards = batch[c.REWARDS].astype(np.float64)
     ends = trajectory_ends(batch)
-    # end_of[t]: the last row of t's trajectory piece (the first end at or after t).
-    end_rows = np.flatnonzero(ends)
-    end_of = end_rows[np.searchsorted(end_rows, np.arange(rows))]
+    end_of = piece_end_of_rows(ends)
     final = np.minimum(np.arange(rows) + n - 1, end_of)
     n_rewards = np.zeros(rows, dtype=np.float64)
     for k in range(n):
@@ -56,6 +54,51 @@ def n_step_transitions(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
         }
     )
     return out
+
+
+def piece_end_of_rows(ends: np.ndarray) -> np.ndarray:
+    """For every row, the last row of its trajectory piece: the first end at or after it."""
+    end_rows = np.flatnonzero(ends)
+    return end_rows[np.searchsorted(end_rows, np.arange(len(ends)))]
+
+
+class NStepCollector:
+    """n-step transitions across sample calls. A row whose n steps reach past the end of its
+    sampled fragment waits, as a one-step row, for the next batch to bring the rest of its
+    episode; with one env step per fragment (SAC's default) n_step would otherwise act as 1.
+    Waiting rows whose episode the next batch does not continue (a runner restarted or timed
+    out) are turned into transitions with the steps they have. Waiting rows are not written
+    into checkpoints: a restored run's env runners start new episodes."""
+
+    def __init__(self, n: int, gamma: float):
+        if n < 1:
+            raise ValueError(f"n_step must be >= 1, got {n}.")
+        self.n, self.gamma = n, gamma
+        self.waiting = SampleBatch()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def add(self, batch: SampleBatch) -> SampleBatch:
+        """The n-step transitions that `batch` completes (with the rows that waited)."""
+        if self.n == 1:
+            return n_step_transitions(batch, 1, self.gamma)
+        num_waiting = len(self.waiting)
+        rows = concat_samples([self.waiting, batch])
+        if not len(rows):
+            return SampleBatch()
+        # Each episode's rows together and in time order: the rows that waited, then the
+        # same episode's new rows.
+        order = np.lexsort((rows[c.T], rows[c.EPS_ID]))
+        rows = rows.select_rows(order)
+        is_new = order >= num_waiting
+        end_of = piece_end_of_rows(trajectory_ends(rows))
+        episode_done = rows[c.TERMINATEDS].astype(bool) | rows[c.TRUNCATEDS].astype(bool)
+        # Wait: fewer than n steps to the end of a piece that stops at the end of a new
+        # fragment, i.e. the episode goes on in the next batch.
+        wait = (end_of - np.arange(len(rows)) < self.n - 1) & ~episode_done[end_of] & is_new[end_of]
+        self.waiting = rows.select_rows(wait)
+        return n_step_transitions(rows, self.n, self.gamma).select_rows(~wait)
 
 
 class ReplayBuffer:

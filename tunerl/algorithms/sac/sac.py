@@ -29,6 +29,7 @@ from tunerl.core.optim import Adam
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
+    NStepCollector,
     ReplayBuffer,
     check_buffer_config,
     make_replay_buffer,
@@ -273,6 +274,7 @@ class SAC(Algorithm):
         self.replay_buffer: ReplayBuffer = make_replay_buffer(
             self.config.replay_buffer_config, seed=self._draw_seed()
         )
+        self.n_step_collector = NStepCollector(self.config.n_step, self.config.gamma)
         self._update_credit = 0.0
 
     def training_step(self) -> dict[str, Any]:
