@@ -102,11 +102,8 @@ class TanhGaussian:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.rsample_with_logp(generator)[0]
 
-    def sample_with_logp(
-        self, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A sample and its log-prob in one pass (`logp` of the sample would undo the tanh)."""
-        return self.rsample_with_logp(generator)
+    # A sample and its log-prob in one pass (`logp` of the sample would undo the tanh).
+    sample_with_logp = rsample_with_logp
 
     def deterministic_sample(self) -> torch.Tensor:
         return torch.tanh(self.mean)
@@ -117,7 +114,9 @@ class TanhGaussian:
         return self._logp_pre_tanh(u)
 
 
-def sample_with_logp(dist: Any, generator: torch.Generator | None = None):
+def sample_with_logp(
+    dist: Any, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(actions, log-probs): the distribution's own `sample_with_logp` where it has one,
     else `sample` then `logp` (any class with those two works, as in RLlib)."""
     own = getattr(dist, "sample_with_logp", None)

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from tunerl.core import metrics as m
-from tunerl.core.replay_buffers import BATCH_INDEXES, ReplayBuffer
+from tunerl.core.replay_buffers import (
+    BATCH_INDEXES,
+    NStepCollector,
+    ReplayBuffer,
+    make_replay_buffer,
+)
 from tunerl.core.sample_batch import SampleBatch
 
 REPLAY_BUFFER_FILE = "replay_buffer.npz"
@@ -15,6 +20,15 @@ N_STEP_HELP = (
     "Steps summed in each return before bootstrapping (fewer at an episode's end). A step "
     "goes into the replay buffer once its next n_step - 1 steps are sampled."
 )
+
+
+def build_replay_state(algo: Any) -> None:
+    """What DQN and SAC keep between iterations: the replay buffer, the n-step collector and
+    the fraction of an update owed (`updates_owed`)."""
+    config = algo.config
+    algo.replay_buffer = make_replay_buffer(config.replay_buffer_config, seed=algo._draw_seed())
+    algo.n_step_collector = NStepCollector(config.n_step, config.gamma)
+    algo._update_credit = 0.0
 
 
 def updates_due(

@@ -24,18 +24,21 @@ BATCH_INDEXES = "batch_indexes"
 WEIGHTS = "weights"
 
 
-def n_step_transitions(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
+def n_step_transitions(
+    batch: SampleBatch, n: int, gamma: float, end_of: np.ndarray | None = None
+) -> SampleBatch:
     """Turns one-step rows into n-step transitions, without crossing an episode end or a
     fragment end: row t gets r_t + gamma r_{t+1} + ... over k <= n steps, the `new_obs` and
     `terminateds` of its k-th step, and `n_step_discount` = gamma^k for the bootstrap term.
     A truncation ends the sum like a termination but keeps bootstrapping (`terminateds`
-    stays False), so the return beyond the time limit is estimated, not assumed zero."""
+    stays False), so the return beyond the time limit is estimated, not assumed zero.
+    `end_of`: each row's `piece_end_of_rows`, when the caller has it already."""
     if n < 1:
         raise ValueError(f"n_step must be >= 1, got {n}.")
     rows = len(batch)
     rewards = batch[c.REWARDS].astype(np.float64)
-    ends = trajectory_ends(batch)
-    end_of = piece_end_of_rows(ends)
+    if end_of is None:
+        end_of = piece_end_of_rows(trajectory_ends(batch))
     final = np.minimum(np.arange(rows) + n - 1, end_of)
     n_rewards = np.zeros(rows, dtype=np.float64)
     for k in range(n):
@@ -98,7 +101,7 @@ class NStepCollector:
         # fragment, i.e. the episode goes on in the next batch.
         wait = (end_of - np.arange(len(rows)) < self.n - 1) & ~episode_done[end_of] & is_new[end_of]
         self.waiting = rows.select_rows(wait)
-        return n_step_transitions(rows, self.n, self.gamma).select_rows(~wait)
+        return n_step_transitions(rows, self.n, self.gamma, end_of).select_rows(~wait)
 
 
 class ReplayBuffer:

@@ -18,6 +18,7 @@ from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, 
 from tunerl.core.learner import Learner, scheduled_value
 from tunerl.core.off_policy import (
     N_STEP_HELP,
+    build_replay_state,
     load_buffer,
     replay_update,
     sample_into_buffer,
@@ -27,10 +28,7 @@ from tunerl.core.off_policy import (
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
-    NStepCollector,
-    ReplayBuffer,
     check_buffer_config,
-    make_replay_buffer,
 )
 from tunerl.core.rl_module import RLModuleSpec
 
@@ -209,11 +207,7 @@ class DQN(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        self.replay_buffer: ReplayBuffer = make_replay_buffer(
-            self.config.replay_buffer_config, seed=self._draw_seed()
-        )
-        self.n_step_collector = NStepCollector(self.config.n_step, self.config.gamma)
-        self._update_credit = 0.0  # fractional updates owed (training_intensity)
+        build_replay_state(self)
         self._steps_since_target_update = 0
         self._set_epsilon()
 

@@ -19,6 +19,7 @@ from tunerl.core.distributions import TanhGaussian
 from tunerl.core.learner import Learner
 from tunerl.core.off_policy import (
     N_STEP_HELP,
+    build_replay_state,
     load_buffer,
     replay_update,
     sample_into_buffer,
@@ -29,10 +30,7 @@ from tunerl.core.optim import Adam
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
-    NStepCollector,
-    ReplayBuffer,
     check_buffer_config,
-    make_replay_buffer,
 )
 from tunerl.core.rl_module import RLModuleSpec
 
@@ -273,11 +271,7 @@ class SAC(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        self.replay_buffer: ReplayBuffer = make_replay_buffer(
-            self.config.replay_buffer_config, seed=self._draw_seed()
-        )
-        self.n_step_collector = NStepCollector(self.config.n_step, self.config.gamma)
-        self._update_credit = 0.0
+        build_replay_state(self)
 
     def training_step(self) -> dict[str, Any]:
         # 1. sample into the buffer
