@@ -313,6 +313,20 @@ def test_actions_stay_within_the_env_bounds(build):
     assert np.abs(env_actions).max() > 1.0
 
 
+def test_learning_from_the_first_step_waits_for_the_first_n_step_transition(build):
+    # One-step fragments with 3-step returns: the first two sampled steps are still waiting in
+    # the n-step collector, so the buffer is empty when learning is first due.
+    config = tiny_sac_config(
+        num_steps_sampled_before_learning_starts=0, n_step=3, training_intensity=32.0
+    )
+    config.env_runners(rollout_fragment_length=1)
+    algo = build(config)
+    result = algo.train()
+
+    assert len(algo.replay_buffer) + len(algo.n_step_collector) == 100
+    assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] > 0
+
+
 def test_target_critics_move_by_tau_after_an_update(build):
     tau = 0.1
     algo = build(tiny_sac_config(tau=tau))

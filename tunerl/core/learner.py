@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tunerl.core import metrics as m
-from tunerl.core.optim import Adam
+from tunerl.core.optim import Adam, clip_grad_norm_
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 
@@ -98,7 +98,7 @@ class Learner:
                 loss, stats = self.compute_loss(minibatch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+                grad_norm = clip_grad_norm_(self.optimizer, parameters, clip)
                 self.optimizer.step()
                 for key, value in stats.items():
                     totals[key] += float(value)

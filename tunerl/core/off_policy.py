@@ -44,10 +44,12 @@ def updates_due(
 
 def updates_owed(algo: Any, num_sampled: int) -> int:
     """Whole updates `algo` owes after sampling `num_sampled` steps (none before
-    `num_steps_sampled_before_learning_starts`); keeps the fraction in `algo._update_credit`."""
+    `num_steps_sampled_before_learning_starts`, nor while the replay buffer is empty: with
+    learning starting at 0, the first steps wait in the n-step collector); keeps the fraction
+    in `algo._update_credit`."""
     config = algo.config
     sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-    if sampled < config.num_steps_sampled_before_learning_starts:
+    if sampled < config.num_steps_sampled_before_learning_starts or not len(algo.replay_buffer):
         return 0
     updates, algo._update_credit = updates_due(
         algo._update_credit,

@@ -22,6 +22,17 @@ from tunerl.core.sample_batch import SampleBatch, concat_samples
 N_STEP_DISCOUNT = "n_step_discount"
 BATCH_INDEXES = "batch_indexes"
 WEIGHTS = "weights"
+# What `n_step_transitions` reads: a collector keeps these of the rows that wait.
+N_STEP_INPUT_COLUMNS = (
+    c.OBS,
+    c.ACTIONS,
+    c.REWARDS,
+    c.NEW_OBS,
+    c.TERMINATEDS,
+    c.TRUNCATEDS,
+    c.EPS_ID,
+    c.T,
+)
 
 
 def n_step_transitions(
@@ -86,6 +97,7 @@ class NStepCollector:
         """The n-step transitions that `batch` completes (with the rows that waited)."""
         if self.n == 1:
             return n_step_transitions(batch, 1, self.gamma)
+        batch = SampleBatch({key: batch[key] for key in N_STEP_INPUT_COLUMNS})
         num_waiting = len(self.waiting)
         rows = concat_samples([self.waiting, batch])
         if not len(rows):

@@ -20,6 +20,7 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import LEARNER_DIR, Algorithm
 from tunerl.core.config import Field, with_defaults
 from tunerl.core.learner import Learner
+from tunerl.core.optim import FlatParameters, polyak_update_
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
@@ -127,8 +128,8 @@ class APPOLearner(Learner):
         super().__init__(config, module, seed)
         self.kl_coeff = float(config.kl_coeff)
         self.target_module = copy.deepcopy(self.module).requires_grad_(False)
-        self._online_params = list(self.module.parameters())
-        self._target_params = list(self.target_module.parameters())
+        self._online = FlatParameters(self.module.parameters())
+        self._target = FlatParameters(self.target_module.parameters())
         self.steps_since_target_update = 0
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -174,12 +175,11 @@ class APPOLearner(Learner):
     def update_target(self) -> None:
         """tau < 1: move the target by tau after every update; tau = 1: copy the online
         network once `target_network_update_freq` env steps were trained since the last copy."""
-        with torch.no_grad():
-            if self.config.tau < 1.0:
-                torch._foreach_lerp_(self._target_params, self._online_params, self.config.tau)
-            elif self.steps_since_target_update >= self.config.target_network_update_freq:
-                torch._foreach_copy_(self._target_params, self._online_params)
-                self.steps_since_target_update = 0
+        if self.config.tau < 1.0:
+            polyak_update_(self._target, self._online, self.config.tau)
+        elif self.steps_since_target_update >= self.config.target_network_update_freq:
+            polyak_update_(self._target, self._online, 1.0)
+            self.steps_since_target_update = 0
 
     def get_extra_state(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,7 @@ from tunerl.core.off_policy import (
     save_buffer,
     updates_owed,
 )
+from tunerl.core.optim import clip_grad_norm_
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
@@ -190,7 +191,7 @@ class DQNLearner(Learner):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module._online_and_target()[0], clip)
+        grad_norm = clip_grad_norm_(self.optimizer, self.module.online_parameters(), clip)
         self.optimizer.step()
         return {**{k: float(v) for k, v in stats.items()}, m.GRAD_NORM: float(grad_norm)}
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tunerl.core import columns as c
+from tunerl.core.optim import FlatParameters, polyak_update_
 from tunerl.core.rl_module import MLP, RLModule, UnsupportedSpaceError, _head
 
 Q_VALUES = "q_values"
@@ -64,6 +65,9 @@ class DQNModule(RLModule):
             bool(config.get("dueling", True)),
         )
         self.target_q_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        # Each in one flat tensor: the target update is one op (core/optim.py).
+        self._online = FlatParameters(self.q_net.parameters())
+        self._target = FlatParameters(self.target_q_net.parameters())
         self.register_buffer("epsilon", torch.tensor(1.0))
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
@@ -79,14 +83,8 @@ class DQNModule(RLModule):
         probs = self.epsilon / self.num_actions + (1.0 - self.epsilon) * greedy
         return {Q_VALUES: q, c.ACTION_DIST_INPUTS: probs.clamp_min(1e-12).log()}
 
-    def _online_and_target(self) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
-        # Listing parameters walks the module tree; done once, not on every update.
-        if not hasattr(self, "_param_lists"):
-            self._param_lists = (
-                list(self.q_net.parameters()),
-                list(self.target_q_net.parameters()),
-            )
-        return self._param_lists
+    def online_parameters(self) -> list[nn.Parameter]:
+        return self._online.params
 
     def target_q_values(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -94,9 +92,4 @@ class DQNModule(RLModule):
 
     def update_target(self, tau: float) -> None:
         """target <- tau * online + (1 - tau) * target (tau = 1: a hard copy)."""
-        with torch.no_grad():
-            online, target = self._online_and_target()
-            if tau >= 1.0:
-                torch._foreach_copy_(target, online)
-            else:
-                torch._foreach_lerp_(target, online, tau)
+        polyak_update_(self._target, self._online, tau)

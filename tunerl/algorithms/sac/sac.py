@@ -26,7 +26,7 @@ from tunerl.core.off_policy import (
     save_buffer,
     updates_owed,
 )
-from tunerl.core.optim import Adam
+from tunerl.core.optim import Adam, clip_grad_norm_
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
@@ -220,9 +220,9 @@ class SACLearner(Learner):
     def build_optimizer(self) -> SACOptimizers:
         return SACOptimizers(self.module, self.config)
 
-    def _clip(self, parameters) -> None:
+    def _clip(self, optimizer: Adam, parameters: list[torch.nn.Parameter]) -> None:
         if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+            clip_grad_norm_(optimizer, parameters, self.config.grad_clip)
 
     def target_entropy(self) -> float:
         if self.config.target_entropy == "auto":
@@ -242,7 +242,7 @@ class SACLearner(Learner):
         loss, critic_stats = critic_loss(self.module, tensors, generator)
         opt.critic.zero_grad()
         loss.backward()
-        self._clip(self.module.critic_parameters())
+        self._clip(opt.critic, self.module.critic_parameters())
         opt.critic.step()
         self.last_td_errors = critic_stats.pop("td_errors")
         actor_loss, alpha_loss, actor_stats = actor_and_alpha_losses(
@@ -251,7 +251,7 @@ class SACLearner(Learner):
         opt.actor.zero_grad()
         opt.alpha.zero_grad()
         (actor_loss + alpha_loss).backward()  # disjoint parameters: one backward serves both
-        self._clip(self.module.actor_parameters())
+        self._clip(opt.actor, self.module.actor_parameters())
         opt.actor.step()
         opt.alpha.step()
         self.module.update_targets(self.config.tau)

@@ -12,6 +12,7 @@ from torch import nn
 
 from tunerl.core import columns as c
 from tunerl.core.distributions import TanhGaussian
+from tunerl.core.optim import FlatParameters, polyak_update_
 from tunerl.core.rl_module import ACTIVATIONS, MLP, RLModule, UnsupportedSpaceError, _head
 
 
@@ -107,8 +108,9 @@ class SACModule(RLModule):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
         # Walked once, not on every update (Module.parameters() costs ~0.1 ms per update).
         self._actor_parameters = [*self.actor_encoder.parameters(), *self.actor_head.parameters()]
-        self._critic_parameters = list(self.twin_q.parameters())
-        self._target_parameters = list(self.target_twin_q.parameters())
+        # Each in one flat tensor: the target update is one op (core/optim.py).
+        self._critics = FlatParameters(self.twin_q.parameters())
+        self._target_critics = FlatParameters(self.target_twin_q.parameters())
 
     def get_action_dist_cls(self):
         return TanhGaussian
@@ -124,7 +126,7 @@ class SACModule(RLModule):
         return self._actor_parameters
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return self._critic_parameters
+        return self._critics.params
 
     def _critic_input(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         obs = self._flat(self._preprocess({c.OBS: obs})[c.OBS])
@@ -142,8 +144,7 @@ class SACModule(RLModule):
 
     def update_targets(self, tau: float) -> None:
         """Polyak averaging: target <- tau * online + (1 - tau) * target."""
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_parameters, self._critic_parameters, tau)
+        polyak_update_(self._target_critics, self._critics, tau)
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
         super().set_state(upgrade_critic_state(state))
