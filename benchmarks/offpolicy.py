@@ -2,7 +2,7 @@
 and RLlib with their own tuned settings.
 
     python benchmarks/offpolicy.py [--algos dqn,sac] [--seeds 1 2 3] [--peers sb3,rllib]
-        [--peer-python /work/peers-venv/bin/python] [--json out.json]
+        [--peer-python /work/peers-venv/bin/python] [--smoothing-dqn 100] [--json out.json]
 
 Every run is a fresh process, so its seconds count from process start and include imports:
   - time to target: seconds until the smoothed training return reaches the target (DQN: 450,
@@ -68,13 +68,11 @@ def smoothing_episodes(experiment: Path) -> int:
 
 # ------------------------------------------------------------------- in the fresh process
 def run_tunerl(args: argparse.Namespace, clock) -> dict:
-    """ppo_cartpole.py's loop: `algo.train()` until `env_runners/episode_return_mean`."""
-    from tunerl.experiments import load_experiment
-
-    result = ppo_cartpole.run_tunerl(args, clock)
-    config = load_experiment(args.experiment).algo_config(seed=args.seed)
-    result["smoothing_episodes"] = config.metrics_num_episodes_for_smoothing
-    result["own_smoothing"] = None  # the experiment's smoothing is tunerl's own
+    """ppo_cartpole.py's loop: `algo.train()` until `env_runners/episode_return_mean`,
+    smoothed over the task's window."""
+    result = ppo_cartpole.run_tunerl(args, clock, smoothing_episodes=args.window)
+    result["smoothing_episodes"] = args.window
+    result["own_smoothing"] = None  # the window is set in tunerl's config itself
     return result
 
 
@@ -231,7 +229,7 @@ def rows_to_run(args: argparse.Namespace) -> list[Row]:
         task = TASKS[algo]
         target = args.target_dqn if algo == "dqn" else args.target_sac
         max_steps = args.max_steps_dqn if algo == "dqn" else args.max_steps_sac
-        smoothing = smoothing_episodes(task.experiment)
+        smoothing = getattr(args, f"smoothing_{algo}") or smoothing_episodes(task.experiment)
         for tool in ("tunerl", *args.peers):
             python = sys.executable if tool == "tunerl" else args.peer_python
             name = f"{TOOL_NAMES[tool]} {task.algo} {task.env}"
@@ -424,6 +422,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             type=float,
             default=task.target,
             help=f"{task.algo}: smoothed training return to reach ({task.target:g}).",
+        )
+        parser.add_argument(
+            f"--smoothing-{algo}",
+            type=int,
+            default=None,
+            help=f"{task.algo}: episodes the return is smoothed over, for every tool (default: "
+            f"the experiment's, {task.experiment.name}).",
         )
         parser.add_argument(
             f"--max-steps-{algo}",

@@ -66,8 +66,11 @@ def _tunerl_config(experiment: str, seed: int):
     return config, f"PPOConfig defaults ({experiment} not found)"
 
 
-def run_tunerl(args: argparse.Namespace, clock) -> dict:
+def run_tunerl(args: argparse.Namespace, clock, smoothing_episodes: int | None = None) -> dict:
+    """`smoothing_episodes`: the window of `episode_return_mean`, if not the config's."""
     config, source = _tunerl_config(args.experiment, args.seed)
+    if smoothing_episodes is not None:
+        config.reporting(metrics_num_episodes_for_smoothing=smoothing_episodes)
     algo = config.build_algo()
     startup_s = clock()
     reached, return_mean, env_steps = False, math.nan, 0

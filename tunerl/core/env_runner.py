@@ -209,18 +209,21 @@ class EnvRunner:
         return self._sample_timesteps(num_timesteps, explore)
 
     def _act(self, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        obs = torch.from_numpy(self._obs)
-        if explore:
-            out = self.module.forward_exploration({columns.OBS: obs})
-        else:
-            out = self.module.forward_inference({columns.OBS: obs})
-        dist_inputs = out[columns.ACTION_DIST_INPUTS]
-        dist = self.dist_cls(dist_inputs)
-        if explore:
-            actions, logp = sample_with_logp(dist, self.generator)
-        else:
-            actions = dist.deterministic_sample()
-            logp = dist.logp(actions)
+        # The distribution's ops too: outside inference mode each op of a one-row batch costs
+        # about half as much again (SAC's act per env step: 200 against 144 us).
+        with torch.inference_mode():
+            obs = torch.from_numpy(self._obs)
+            if explore:
+                out = self.module.forward_exploration({columns.OBS: obs})
+            else:
+                out = self.module.forward_inference({columns.OBS: obs})
+            dist_inputs = out[columns.ACTION_DIST_INPUTS]
+            dist = self.dist_cls(dist_inputs)
+            if explore:
+                actions, logp = sample_with_logp(dist, self.generator)
+            else:
+                actions = dist.deterministic_sample()
+                logp = dist.logp(actions)
         vf = out.get(columns.VF_PREDS)
         vf = vf.numpy() if vf is not None else np.zeros(self.num_envs, np.float32)
         return actions.numpy(), logp.numpy(), dist_inputs.numpy(), vf
