@@ -6,9 +6,9 @@ and RLlib with their own tuned settings.
 
 Every run is a fresh process, so its seconds count from process start and include imports:
   - time to target: seconds until the smoothed training return reaches the target (DQN: 450,
-    mean of the last 100 episodes; SAC: -250, mean of the last 20, the smoothing of
-    experiments/sac_pendulum.yaml, which the peers get too), and the env steps sampled by
-    then; the median over --seeds. A run that has sampled the cap (DQN 150k, SAC 30k env
+    SAC: -250, each the mean of the last 20 episodes, the smoothing of the experiment, which
+    the peers get too; --smoothing-dqn/--smoothing-sac set another), and the env steps
+    sampled by then; the median over --seeds. A run that has sampled the cap (DQN 150k, SAC 30k env
     steps) without reaching it is "not reached".
   - per-update cost: one learner update on a replayed batch and one replay-buffer sample,
     each called for 2.5 s after 0.5 s of warm-up, in ms per call.
