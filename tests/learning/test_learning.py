@@ -20,6 +20,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
         "ppo_pendulum",
         "dqn_cartpole",
         "sac_pendulum",
+        "sac_cartpole",
         "appo_cartpole",
         "appo_pendulum",
         "impala_cartpole",

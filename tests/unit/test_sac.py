@@ -362,9 +362,108 @@ def test_reset_config_starts_a_fresh_replay_buffer(build):
     assert len(algo.replay_buffer) == 0
 
 
-def test_sac_refuses_a_discrete_action_space():
-    with pytest.raises(UnsupportedSpaceError, match="1-D Box action space"):
-        tiny_sac_config(env="CartPole-v1").build_algo()
+def test_sac_refuses_a_multi_discrete_action_space():
+    with pytest.raises(UnsupportedSpaceError, match="1-D Box or a Discrete action space"):
+        SACModule(
+            gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+            gym.spaces.MultiDiscrete([2, 3]),
+            model_config={"fcnet_hiddens": [8], "fcnet_activation": "relu"},
+        )
+
+
+# ------------------------------------------------------------------ discrete actions
+def small_discrete_module(initial_alpha: float = 0.5) -> SACModule:
+    torch.manual_seed(0)
+    return SACModule(
+        gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+        gym.spaces.Discrete(4),
+        model_config={
+            "fcnet_hiddens": [8],
+            "fcnet_activation": "relu",
+            "initial_alpha": initial_alpha,
+        },
+    )
+
+
+def all_actions_by_hand(twin, k: int, obs: torch.Tensor) -> torch.Tensor:
+    """Critic k's Q(s, .) of a discrete TwinQ by hand, shape (batch, num_actions)."""
+    h = obs
+    for i, (weight, bias) in enumerate(zip(twin.weights, twin.biases)):
+        h = h @ weight[k] + bias[k, 0]
+        if i < len(twin.weights) - 1:
+            h = torch.relu(h)
+    return h
+
+
+def discrete_batch() -> dict[str, torch.Tensor]:
+    batch = random_batch(3)
+    batch[c.ACTIONS] = torch.tensor([0, 3, 1, 2, 2, 0])
+    return batch
+
+
+def test_discrete_critic_loss_takes_the_exact_expectation_over_next_actions():
+    module = small_discrete_module()
+    with torch.no_grad():
+        for p in module.target_twin_q.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = discrete_batch()
+
+    loss, stats = critic_loss(module, batch)
+
+    with torch.no_grad():
+        logits = module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
+        probs = torch.softmax(logits, -1)
+        target_q = torch.min(
+            all_actions_by_hand(module.target_twin_q, 0, batch[c.NEW_OBS]),
+            all_actions_by_hand(module.target_twin_q, 1, batch[c.NEW_OBS]),
+        )
+        soft_value = (probs * (target_q - 0.5 * probs.log())).sum(-1)
+        alive = (~batch[c.TERMINATEDS]).float()
+        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * alive * soft_value
+        rows = torch.arange(6)
+        q1 = all_actions_by_hand(module.twin_q, 0, batch[c.OBS])[rows, batch[c.ACTIONS]]
+        q2 = all_actions_by_hand(module.twin_q, 1, batch[c.OBS])[rows, batch[c.ACTIONS]]
+        expected = 0.5 * ((q1 - targets).pow(2) + (q2 - targets).pow(2)).mean()
+    torch.testing.assert_close(loss.detach(), expected)
+    torch.testing.assert_close(stats["td_errors"], q1 - targets)
+
+
+def test_discrete_actor_and_alpha_losses_by_hand_and_their_gradients():
+    module = small_discrete_module(initial_alpha=0.2)
+    batch = discrete_batch()
+    target_entropy = 0.5 * math.log(4)
+
+    actor_loss, alpha_loss, stats = actor_and_alpha_losses(module, batch, target_entropy)
+
+    logits = module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS]
+    probs = torch.softmax(logits, -1)
+    q = torch.min(
+        all_actions_by_hand(module.twin_q, 0, batch[c.OBS]),
+        all_actions_by_hand(module.twin_q, 1, batch[c.OBS]),
+    )
+    entropy = -(probs * probs.log()).sum(-1)
+    torch.testing.assert_close(actor_loss, (probs * (0.2 * probs.log() - q)).sum(-1).mean())
+    torch.testing.assert_close(
+        alpha_loss, (math.log(0.2) * (entropy - target_entropy)).mean(), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(stats[m.ENTROPY], entropy.detach().mean())
+
+    (actor_loss + alpha_loss).backward()
+    # alpha grows while the entropy is below the target
+    torch.testing.assert_close(module.log_alpha.grad, (entropy - target_entropy).mean().detach())
+    assert all(p.grad is not None for p in module.actor_parameters())
+    assert all(p.grad is None for p in module.critic_parameters())
+
+
+def test_discrete_sac_trains_on_cartpole_within_the_action_space(build):
+    algo = build(tiny_sac_config(env="CartPole-v1"))
+    result = algo.train()
+
+    stored = algo.replay_buffer.storage[c.ACTIONS][: len(algo.replay_buffer)]
+    assert set(np.unique(stored)) <= {0, 1} and len(np.unique(stored)) == 2
+    stats = result["learners"]["default_policy"]
+    assert all(math.isfinite(value) for value in stats.values())
+    assert algo.learner.target_entropy() == pytest.approx(0.5 * math.log(2))
 
 
 # --------------------------------------------------------------------- checkpoints

@@ -5,9 +5,11 @@ tuning. In the order of the algorithm: config -> losses -> learner -> training_s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 
 from tunerl.algorithms.sac.sac_module import SACModule
@@ -50,10 +52,15 @@ _SAC_DEFAULTS = {
 }
 
 
+# Discrete actions: "auto" aims for this fraction of the uniform policy's entropy log(n).
+# Christodoulou (2019) used 0.98, which keeps a two-action policy close to a coin flip.
+DISCRETE_TARGET_ENTROPY_SCALE = 0.5
+
+
 def _check_target_entropy(value: Any) -> str | None:
     if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool)):
         return None
-    return "must be 'auto' (minus the action dimension) or a number"
+    return "must be 'auto' or a number"
 
 
 class SACConfig(AlgorithmConfig):
@@ -91,7 +98,8 @@ class SACConfig(AlgorithmConfig):
         "target_entropy": _f(
             "training",
             "auto",
-            "Entropy the temperature aims for; 'auto' is minus the action dimension.",
+            "Entropy the temperature aims for; 'auto' is minus the action dimension (Box), "
+            f"or {DISCRETE_TARGET_ENTROPY_SCALE} log(number of actions) (Discrete).",
             check=_check_target_entropy,
         ),
         "initial_alpha": _f(
@@ -131,7 +139,10 @@ class SACConfig(AlgorithmConfig):
 def critic_loss(
     module: SACModule, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict]:
-    """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))."""
+    """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))
+    (discrete actions: the expectation over a' ~ pi(.|s'), exactly)."""
+    if module.discrete:
+        return _discrete_critic_loss(module, batch)
     alpha = module.log_alpha.exp().detach()
     with torch.no_grad():
         next_dist = TanhGaussian(
@@ -142,8 +153,29 @@ def critic_loss(
         not_terminated = 1.0 - batch[c.TERMINATEDS].float()
         targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
     q = module.q_values(batch[c.OBS], batch[c.ACTIONS])  # (2, batch): Q1 and Q2
+    return _twin_td_loss(q, targets, batch.get(WEIGHTS))
+
+
+def _discrete_critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple:
+    alpha = module.log_alpha.exp().detach()
+    with torch.no_grad():
+        next_logp = torch.log_softmax(
+            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS], dim=-1
+        )
+        next_q = module.all_q_values(batch[c.NEW_OBS], target=True).min(dim=0).values
+        soft_value = (next_logp.exp() * (next_q - alpha * next_logp)).sum(-1)
+        not_terminated = 1.0 - batch[c.TERMINATEDS].float()
+        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * soft_value
+    actions = batch[c.ACTIONS].long().reshape(1, -1, 1).expand(2, -1, 1)
+    q = module.all_q_values(batch[c.OBS]).gather(-1, actions).squeeze(-1)  # (2, batch)
+    return _twin_td_loss(q, targets, batch.get(WEIGHTS))
+
+
+def _twin_td_loss(
+    q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+) -> tuple[torch.Tensor, dict]:
+    """Half the (importance-weighted) mean of both critics' squared TD errors."""
     td_errors = q - targets
-    weights = batch.get(WEIGHTS)
     squared = td_errors.pow(2).sum(dim=0)
     loss = 0.5 * (squared if weights is None else weights * squared).mean()
     return loss, {
@@ -159,14 +191,23 @@ def actor_and_alpha_losses(
     target_entropy: float,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a. Alpha:
-    move log(alpha) so the policy's entropy approaches `target_entropy`."""
-    dist = TanhGaussian(module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS])
-    actions, logp = dist.rsample_with_logp(generator)
-    # The critics' weights are not the actor's to move: only dQ/da is needed.
-    min_q = module.q_values(batch[c.OBS], actions, detach_weights=True).min(dim=0).values
+    """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a (discrete
+    actions: its expectation over pi(.|s), exactly). Alpha: move log(alpha) so the policy's
+    entropy approaches `target_entropy`."""
+    inputs = module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS]
     alpha = module.log_alpha.exp()
-    actor_loss = (alpha.detach() * logp - min_q).mean()
+    if module.discrete:
+        logp_all = torch.log_softmax(inputs, dim=-1)
+        with torch.no_grad():  # no reparameterization: the critics only weigh the actions
+            min_q = module.all_q_values(batch[c.OBS]).min(dim=0).values
+        probs = logp_all.exp()
+        actor_loss = (probs * (alpha.detach() * logp_all - min_q)).sum(-1).mean()
+        logp = (probs * logp_all).sum(-1)  # minus the entropy, per state
+    else:
+        actions, logp = TanhGaussian(inputs).rsample_with_logp(generator)
+        # The critics' weights are not the actor's to move: only dQ/da is needed.
+        min_q = module.q_values(batch[c.OBS], actions, detach_weights=True).min(dim=0).values
+        actor_loss = (alpha.detach() * logp - min_q).mean()
     alpha_loss = -(module.log_alpha * (logp.detach() + target_entropy)).mean()
     return (
         actor_loss,
@@ -229,9 +270,12 @@ class SACLearner(Learner):
             clip_grad_norm_(optimizer, parameters, self.config.grad_clip)
 
     def target_entropy(self) -> float:
-        if self.config.target_entropy == "auto":
-            return -float(self.module.action_space.shape[0])
-        return float(self.config.target_entropy)
+        if self.config.target_entropy != "auto":
+            return float(self.config.target_entropy)
+        space = self.module.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return DISCRETE_TARGET_ENTROPY_SCALE * math.log(space.n)
+        return -float(space.shape[0])
 
     def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
         opt = self.optimizer

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tunerl.core import columns as c
-from tunerl.core.distributions import TanhGaussian
+from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.optim import FlatParameters, polyak_update_
 from tunerl.core.rl_module import ACTIVATIONS, MLP, RLModule, UnsupportedSpaceError, _head
 
@@ -25,13 +25,15 @@ class TwinQ(nn.Module):
 
     Initialized as two separate MLPs would be (orthogonal, gain sqrt(2); head gain 1), from
     the same random stream in the same order, then stacked. `forward(obs_and_actions)` returns
-    both critics' values, shape (2, batch)."""
+    both critics' values, shape (2, batch); with `num_outputs` > 1 (discrete SAC: the input is
+    the observation, an output per action) shape (2, batch, num_outputs)."""
 
-    def __init__(self, in_dim: int, hiddens: list[int], activation: str):
+    def __init__(self, in_dim: int, hiddens: list[int], activation: str, num_outputs: int = 1):
         super().__init__()
         self.activation = ACTIVATIONS[activation]
+        self.num_outputs = num_outputs
         critics = [
-            [*MLP([in_dim, *hiddens], activation).layers, _head(hiddens[-1], 1, gain=1.0)]
+            [*MLP([in_dim, *hiddens], activation).layers, _head(hiddens[-1], num_outputs, 1.0)]
             for _ in range(2)
         ]
         self.weights = nn.ParameterList(
@@ -53,6 +55,8 @@ class TwinQ(nn.Module):
             head_weight, head_bias = head_weight.detach(), head_bias.detach()
         for weight, bias in hidden:
             h = self.activation(torch.baddbmm(bias, h, weight))
+        if self.num_outputs > 1:  # one value per discrete action: (2, batch, num_outputs)
+            return torch.baddbmm(head_bias, h, head_weight)
         # The one-output head as multiply-and-sum: a batched matmul with one output column
         # costs three times as much here.
         return (h * head_weight.transpose(1, 2)).sum(-1) + head_bias[..., 0]
@@ -85,24 +89,30 @@ class SACModule(RLModule):
     """`model_config`: fcnet_hiddens, fcnet_activation, initial_alpha (default 1.0)."""
 
     def setup(self) -> None:
-        if not (
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if not self.discrete and not (
             isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1
         ):
             raise UnsupportedSpaceError(
-                f"SAC needs a 1-D Box action space, got {self.action_space}; use DQN or PPO "
-                "for discrete actions."
+                f"SAC needs a 1-D Box or a Discrete action space, got {self.action_space}."
             )
         if not isinstance(self.observation_space, gym.spaces.Box):
             raise UnsupportedSpaceError(
                 f"SAC's default module needs a Box observation space, got {self.observation_space}."
             )
         obs_dim = int(torch.tensor(self.observation_space.shape).prod())
-        action_dim = self.action_space.shape[0]
         hiddens = list(self.model_config["fcnet_hiddens"])
         activation = self.model_config["fcnet_activation"]
         self.actor_encoder = MLP([obs_dim, *hiddens], activation)
-        self.actor_head = _head(hiddens[-1], 2 * action_dim, gain=0.01)
-        self.twin_q = TwinQ(obs_dim + action_dim, hiddens, activation)
+        if self.discrete:
+            # Christodoulou 2019: logits, and critics that rate every action of a state.
+            num_actions = int(self.action_space.n)
+            self.actor_head = _head(hiddens[-1], num_actions, gain=0.01)
+            self.twin_q = TwinQ(obs_dim, hiddens, activation, num_outputs=num_actions)
+        else:
+            action_dim = self.action_space.shape[0]
+            self.actor_head = _head(hiddens[-1], 2 * action_dim, gain=0.01)
+            self.twin_q = TwinQ(obs_dim + action_dim, hiddens, activation)
         self.target_twin_q = copy.deepcopy(self.twin_q).requires_grad_(False)
         initial_alpha = float(self.model_config.get("initial_alpha", 1.0))
         self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
@@ -113,7 +123,7 @@ class SACModule(RLModule):
         self._target_critics = FlatParameters(self.target_twin_q.parameters())
 
     def get_action_dist_cls(self):
-        return TanhGaussian
+        return Categorical if self.discrete else TanhGaussian
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.reshape(obs.shape[0], -1).float()
@@ -137,6 +147,15 @@ class SACModule(RLModule):
     ) -> torch.Tensor:
         """Both critics' Q(s, a), shape (2, batch)."""
         return self.twin_q(self._critic_input(obs, actions), detach_weights)
+
+    def all_q_values(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Discrete actions: both critics' Q(s, .) for every action, shape (2, batch,
+        num_actions); the target critics' (without gradients) with `target`."""
+        obs = self._flat(self._preprocess({c.OBS: obs})[c.OBS])
+        if target:
+            with torch.no_grad():
+                return self.target_twin_q(obs)
+        return self.twin_q(obs)
 
     def target_min_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
