@@ -53,7 +53,9 @@ _SAC_DEFAULTS = {
 
 
 # Discrete actions: "auto" aims for this fraction of the uniform policy's entropy log(n).
-# Christodoulou (2019) used 0.98, which keeps a two-action policy close to a coin flip.
+# Christodoulou (2019) used 0.98: on CartPole-v1 (seed 1) the policy's entropy stayed below
+# that, alpha grew without bound (6.6e7 after 40k env steps) and the return stayed below 100;
+# with 0.5, seeds 1-3 reached 450 (last 20 episodes) within 10-25k env steps.
 DISCRETE_TARGET_ENTROPY_SCALE = 0.5
 
 
