@@ -184,3 +184,11 @@ def test_polyak_update(tau, flat):
     polyak_update_(target, online, tau)
     for t, e in zip(target.params, expected):
         torch.testing.assert_close(t.detach(), e.detach())
+
+
+def test_flat_parameters_notice_any_parameter_that_leaves():
+    params = [torch.nn.Parameter(torch.ones(n)) for n in (3, 2, 4)]
+    flat = FlatParameters(params)
+    assert flat.intact()
+    params[1].data = params[1].data.clone()  # the middle one
+    assert not flat.intact()

@@ -85,13 +85,12 @@ class FlatParameters:
     def __init__(self, params: Iterable[torch.Tensor]):
         self.params = list(params)
         self.flat = flatten_parameters(self.params)
+        self._addresses = [p.data_ptr() for p in self.params] if self.flat is not None else None
 
     def intact(self) -> bool:
-        return (
-            self.flat is not None
-            and self.params[0].data_ptr() == self.flat.data_ptr()
-            and self.params[-1].untyped_storage().data_ptr() == self.flat.data_ptr()
-        )
+        return self._addresses is not None and self._addresses == [
+            p.data_ptr() for p in self.params
+        ]
 
 
 @torch.no_grad()
