@@ -17,7 +17,7 @@ from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
-from tunerl.core.distributions import TanhGaussian
+from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.learner import Learner
 from tunerl.core.off_policy import (
     N_STEP_HELP,
@@ -152,8 +152,7 @@ def critic_loss(
         )
         next_actions, next_logp = next_dist.rsample_with_logp(generator)
         next_q = module.target_min_q(batch[c.NEW_OBS], next_actions) - alpha * next_logp
-        not_terminated = 1.0 - batch[c.TERMINATEDS].float()
-        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * next_q
+        targets = _soft_targets(batch, next_q)
     q = module.q_values(batch[c.OBS], batch[c.ACTIONS])  # (2, batch): Q1 and Q2
     return _twin_td_loss(q, targets, batch.get(WEIGHTS))
 
@@ -161,16 +160,20 @@ def critic_loss(
 def _discrete_critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple:
     alpha = module.log_alpha.exp().detach()
     with torch.no_grad():
-        next_logp = torch.log_softmax(
-            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS], dim=-1
-        )
+        next_logp = Categorical(
+            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
+        ).logits
         next_q = module.all_q_values(batch[c.NEW_OBS], target=True).min(dim=0).values
-        soft_value = (next_logp.exp() * (next_q - alpha * next_logp)).sum(-1)
-        not_terminated = 1.0 - batch[c.TERMINATEDS].float()
-        targets = batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * soft_value
+        targets = _soft_targets(batch, (next_logp.exp() * (next_q - alpha * next_logp)).sum(-1))
     actions = batch[c.ACTIONS].long().reshape(1, -1, 1).expand(2, -1, 1)
     q = module.all_q_values(batch[c.OBS]).gather(-1, actions).squeeze(-1)  # (2, batch)
     return _twin_td_loss(q, targets, batch.get(WEIGHTS))
+
+
+def _soft_targets(batch: dict[str, torch.Tensor], soft_value: torch.Tensor) -> torch.Tensor:
+    """r + discount * soft V(s'), with no bootstrap past a termination."""
+    not_terminated = 1.0 - batch[c.TERMINATEDS].float()
+    return batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * soft_value
 
 
 def _twin_td_loss(
@@ -199,7 +202,7 @@ def actor_and_alpha_losses(
     inputs = module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS]
     alpha = module.log_alpha.exp()
     if module.discrete:
-        logp_all = torch.log_softmax(inputs, dim=-1)
+        logp_all = Categorical(inputs).logits
         with torch.no_grad():  # no reparameterization: the critics only weigh the actions
             min_q = module.all_q_values(batch[c.OBS]).min(dim=0).values
         probs = logp_all.exp()
