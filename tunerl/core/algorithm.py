@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ray import tune
+from ray.tune.trainable import trainable as tune_trainable
 
 import tunerl
 from tunerl.core import checkpoint_io
@@ -71,7 +74,32 @@ class Algorithm(tune.Trainable):
     def __init__(self, config: AlgorithmConfig | dict | None = None, **kwargs: Any):
         if isinstance(config, AlgorithmConfig):
             config = config.to_dict()
+        self._stopped = False
         super().__init__(config=dict(config or {}), **kwargs)
+
+    def _setup_logdir(self) -> None:
+        # Outside Tune (no storage) tune.Trainable makes a folder in ~/ray_results for every
+        # algorithm built, which most never write to; `logdir` makes it when first asked for.
+        if self._storage:
+            super()._setup_logdir()
+        else:
+            self._logdir = None
+
+    @property
+    def logdir(self) -> str:
+        """The trial folder under Tune; outside Tune a new folder in ~/ray_results, made the
+        first time it is asked for (e.g. by `save_to_path()` without a path)."""
+        if self._logdir is None:
+            root = tune_trainable.DEFAULT_STORAGE_PATH  # where tune.Trainable puts it
+            os.makedirs(root, exist_ok=True)
+            prefix = datetime.today().strftime("%Y-%m-%d_%H-%M-%S")
+            self._logdir = tempfile.mkdtemp(prefix=prefix, dir=root)
+        return self._logdir
+
+    def stop(self) -> None:
+        """Stops every actor this algorithm started; it cannot train afterwards."""
+        self._stopped = True
+        super().stop()
 
     @classmethod
     def get_default_config(cls) -> AlgorithmConfig:
@@ -248,6 +276,12 @@ class Algorithm(tune.Trainable):
         raise NotImplementedError(f"{type(self).__name__} must define training_step().")
 
     def step(self) -> dict[str, Any]:
+        if self._stopped:
+            raise RuntimeError(
+                f"This {type(self).__name__} was stopped (algo.stop() released its env runners), "
+                "so it cannot train: build a new one with config.build_algo(), or continue from "
+                f"a checkpoint with {type(self).__name__}.from_checkpoint(path)."
+            )
         self._timers = defaultdict(float)
         start = time.perf_counter()
         steps_before = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]

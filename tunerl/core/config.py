@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,8 @@ class Field:
             if isinstance(value, int | float):
                 if isinstance(value, float) and math.isnan(value):
                     return "NaN is not allowed"
+                if isinstance(value, float) and math.isinf(value):
+                    return "inf is not allowed (give a finite number)"
                 if self.low is not None and (
                     value < self.low or (self.low_exclusive and value == self.low)
                 ):
@@ -116,6 +120,8 @@ def _check_schedule(value: Any) -> str | None:
             values = [float(v) for _, v in value]
         except (TypeError, ValueError):
             return "a schedule must be a list of [timestep, value] pairs"
+        if not all(math.isfinite(x) for x in (*steps, *values)):
+            return "schedule timesteps and values must be finite numbers (no NaN or inf)"
         if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
             return "schedule timesteps must start at 0 and increase"
         if any(v < 0 for v in values):
@@ -130,9 +136,81 @@ def _check_fragment(value: Any) -> str | None:
     return "must be 'auto' or a positive integer"
 
 
-def _check_class_or_none(value: Any) -> str | None:
-    return None if isinstance(value, type) else "must be a class"
+def _subclass_check(base_path: str) -> Callable[[Any], str | None]:
+    """A check that the value is a subclass of the class at `base_path` ("module:Name"),
+    imported only when a value is checked (tunerl's own modules, no cycle at import)."""
 
+    def check(value: Any) -> str | None:
+        module_name, _, class_name = base_path.partition(":")
+        base = getattr(importlib.import_module(module_name), class_name)
+        if isinstance(value, type) and issubclass(value, base):
+            return None
+        if not isinstance(value, type):
+            return f"must be a class (a subclass of {base.__name__}), got {type(value).__name__}"
+        return f"{value.__name__} is not a subclass of {base.__module__}.{base.__name__}"
+
+    return check
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _model_config_problem(model_config: Any) -> str | None:
+    """What is wrong with the values of the keys the default modules read (unknown keys are
+    refused by `validate()`, which knows the module class). Tune search spaces inside the
+    dict are checked once the trial has resolved them."""
+    from tunerl.core.rl_module import ACTIVATIONS
+
+    if not isinstance(model_config, dict):
+        return f"wrong type {type(model_config).__name__}; model_config must be a dict"
+    for key, value in model_config.items():
+        if not isinstance(key, str):
+            return f"key {key!r} is not a string"
+        if is_search_space(value):
+            continue
+        if key == "fcnet_hiddens" and (
+            not isinstance(value, list | tuple) or not all(_is_positive_int(v) for v in value)
+        ):
+            return (
+                f"model_config['fcnet_hiddens']={value!r}: must be a list of positive integers "
+                "(layer widths), e.g. [64, 64]"
+            )
+        if key == "fcnet_activation" and value not in ACTIVATIONS:
+            return (
+                f"model_config['fcnet_activation']={value!r}: must be one of "
+                f"{', '.join(repr(name) for name in ACTIVATIONS)}"
+            )
+        if key in _BOOL_MODEL_CONFIG_KEYS and not isinstance(value, bool):
+            return f"model_config[{key!r}]={value!r}: must be True or False"
+    return None
+
+
+def _check_module_spec(value: Any) -> str | None:
+    from tunerl.core.rl_module import RLModule, RLModuleSpec
+
+    if not isinstance(value, RLModuleSpec):
+        return (
+            f"must be an RLModuleSpec, got {type(value).__name__}; pass "
+            "RLModuleSpec(module_class=MyModule)"
+        )
+    module_class = value.module_class
+    if module_class is not None and not (
+        isinstance(module_class, type) and issubclass(module_class, RLModule)
+    ):
+        return f"module_class={module_class!r} is not a subclass of tunerl.core.rl_module.RLModule"
+    if value.model_config is not None:
+        problem = _model_config_problem(value.model_config)
+        if problem is not None:
+            return f"RLModuleSpec.{problem}"
+    return None
+
+
+# model_config keys the default modules read as True/False (DQN's dueling among them).
+_BOOL_MODEL_CONFIG_KEYS = ("vf_share_layers", "free_log_std", "dueling")
+# What a custom module class sets to list the model_config keys it reads; without it, a
+# custom module's model_config keys are not checked.
+MODEL_CONFIG_KEYS_ATTRIBUTE = "model_config_keys"
 
 _SECTIONS = (
     "environment",
@@ -292,7 +370,7 @@ class AlgorithmConfig(_Config):
             "A Learner subclass to train with (e.g. one overriding compute_loss); None uses "
             "the algorithm's own.",
             nullable=True,
-            check=_check_class_or_none,
+            check=_subclass_check("tunerl.core.learner:Learner"),
         ),
         "grad_clip": _f(
             "training",
@@ -344,16 +422,17 @@ class AlgorithmConfig(_Config):
         "model_config": _f(
             "rl_module",
             {},
-            "Options of the default module: fcnet_hiddens, "
-            "fcnet_activation, vf_share_layers, free_log_std.",
-            dict,
+            "Options of the default module: fcnet_hiddens (positive layer widths), "
+            "fcnet_activation, vf_share_layers, free_log_std (DQN: dueling); another key is "
+            "refused unless a custom module_class lists it in its model_config_keys.",
+            check=_model_config_problem,
         ),
         "rl_module_spec": _f(
             "rl_module",
             None,
-            "An RLModuleSpec naming a custom module class.",
+            "An RLModuleSpec naming a custom module class (a subclass of RLModule).",
             nullable=True,
-            check=lambda v: None,
+            check=_check_module_spec,
         ),
         # resources and learners
         "num_cpus_for_main_process": _f(
@@ -436,7 +515,7 @@ class AlgorithmConfig(_Config):
             None,
             "A tunerl.Callbacks subclass.",
             nullable=True,
-            check=_check_class_or_none,
+            check=_subclass_check("tunerl.core.callbacks:Callbacks"),
         ),
         # reporting
         "metrics_num_episodes_for_smoothing": _f(
@@ -627,6 +706,7 @@ class AlgorithmConfig(_Config):
             problem = field.problem(value)
             if problem is not None:
                 raise ConfigError(self._message(name, value, problem))
+        self._check_model_config_keys()
         if self.env is None:
             raise ConfigError(
                 f"{type(self).__name__} has no env: call .environment('CartPole-v1') or "
@@ -646,6 +726,43 @@ class AlgorithmConfig(_Config):
                 "cannot run while it trains. Set .evaluation(evaluation_num_env_runners=1) "
                 "or more, or evaluation_parallel_to_training=False to evaluate after training."
             )
+
+    def model_config_keys(self) -> set[str] | None:
+        """The model_config keys the module will read, None if any key is allowed: the
+        default modules' (`DEFAULT_MODEL_CONFIG` and this config's default model_config);
+        for a custom `module_class`, those and its `model_config_keys` (a custom class that
+        does not list them is not checked)."""
+        from tunerl.core.rl_module import DEFAULT_MODEL_CONFIG
+
+        keys = set(DEFAULT_MODEL_CONFIG) | set(self.FIELDS["model_config"].default)
+        module_class = self.rl_module_spec.module_class if self.rl_module_spec else None
+        if module_class is None:
+            return keys
+        declared = getattr(module_class, MODEL_CONFIG_KEYS_ATTRIBUTE, None)
+        return None if declared is None else keys | set(declared)
+
+    def _check_model_config_keys(self) -> None:
+        allowed = self.model_config_keys()
+        spec_config = (self.rl_module_spec.model_config if self.rl_module_spec else None) or {}
+        for where, model_config in (
+            ("model_config", self.model_config),
+            ("rl_module_spec.model_config", spec_config),
+        ):
+            for key, value in model_config.items():
+                if is_search_space(value):
+                    raise ConfigError(
+                        f"{where}[{key!r}] holds a Tune search space ({value!r}); run it with "
+                        "tune.Tuner, which resolves it, or give a single value."
+                    )
+                if allowed is not None and key not in allowed:
+                    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.5)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(
+                        f"{type(self).__name__}.rl_module({where}={{{key!r}: ...}}): unknown "
+                        f"key {key!r}; the module reads {sorted(allowed)}.{hint} (A custom "
+                        f"module_class lists the keys it reads in a class attribute "
+                        f"{MODEL_CONFIG_KEYS_ATTRIBUTE}.)"
+                    )
 
     def copy(self, copy_frozen: bool = False) -> AlgorithmConfig:
         """A deep copy, unfrozen unless `copy_frozen`."""
