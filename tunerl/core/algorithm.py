@@ -154,15 +154,26 @@ class Algorithm(tune.Trainable):
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
         self.learner = self._make_learner(config)
-        self.env_runner_group = EnvRunnerGroup(
-            config, self.module_spec, config.num_env_runners, self._runner_seed, self._env_creator
-        )
         self.eval_env_runner_group: EnvRunnerGroup | None = None
-        if config.evaluation_interval:
-            self.eval_env_runner_group = self._make_evaluation_group()
-        self._reset_counters()
-        self.build_algorithm_state()
-        self._sync_weights()
+        try:
+            self.env_runner_group = EnvRunnerGroup(
+                config,
+                self.module_spec,
+                config.num_env_runners,
+                self._runner_seed,
+                self._env_creator,
+            )
+            if config.evaluation_interval:
+                self.eval_env_runner_group = self._make_evaluation_group()
+            self._reset_counters()
+            self.build_algorithm_state()
+            self._sync_weights()
+        except BaseException:
+            # A build that fails (e.g. evaluation runners that cannot be placed) is never
+            # stopped by its caller: the training runners it started must not hold their
+            # CPUs for the rest of the process.
+            self.cleanup()
+            raise
 
     def _make_evaluation_group(self) -> EnvRunnerGroup:
         config = self.config
@@ -172,6 +183,7 @@ class Algorithm(tune.Trainable):
             config.evaluation_num_env_runners,
             self._runner_seed,
             self._env_creator,
+            count_field="evaluation_num_env_runners",
         )
 
     def _make_learner(self, config: AlgorithmConfig) -> Learner:

@@ -350,6 +350,17 @@ class AlgorithmConfig(_Config):
             low=0,
             low_exclusive=True,
         ),
+        "env_runner_start_timeout_s": _f(
+            "env_runners",
+            30.0,
+            "Seconds to wait for remote runner actors to be placed and built (at build and "
+            "after a restart). Past it the build fails with what the runners ask for and what "
+            "the Ray cluster has free, instead of waiting forever for CPUs or GPUs that are "
+            "not there; raise it on a cluster that adds nodes on demand.",
+            *NUMBER,
+            low=0,
+            low_exclusive=True,
+        ),
         # training
         "gamma": _f("training", 0.99, "Discount factor.", *NUMBER, low=0, high=1),
         "lr": _f(

@@ -8,9 +8,16 @@ parallel, and broadcasts weights by putting them in the object store once.
 Fault tolerance (the `.fault_tolerance()` and `sample_timeout_s` settings): a runner whose
 actor died or whose env raised is logged with its error and restarted with the last weights
 sent, or dropped, or its error is raised; what it owed is sampled again from the runners
-that are up. A runner later than `sample_timeout_s` is skipped with a warning and asked for
-nothing more until that sample is done. Steps and episodes are counted only from the samples
-returned, so the counters match what the learner trains on.
+that are up, round after round, until the steps or episodes asked for are in or the
+restarts allowed (`max_num_env_runner_restarts`) are spent. A runner later than
+`sample_timeout_s` is skipped with a warning and asked for nothing more until that sample is
+done. Steps and episodes are counted only from the samples returned, so the counters match
+what the learner trains on.
+
+Resources: runner actors that Ray cannot place within `env_runner_start_timeout_s` (the
+CPUs or GPUs they ask for are held by others, or the cluster has none) fail the build with
+an `EnvRunnerStartError` naming what was asked, what is free and the fix, instead of waiting
+forever.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,20 +39,67 @@ from tunerl.env.registry import EnvCreator, EnvError
 
 logger = logging.getLogger(__name__)
 
-# Rounds of sampling per call: the first, and re-sampling what failed runners owed.
-_MAX_SAMPLE_ROUNDS = 3
 # What a call on a runner actor raises when the actor died or the call raised inside it.
 _RAY_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.RayTaskError)
+# Logical CPUs per core of the local Ray that tunerl starts itself (outside Tune, when no Ray
+# is running). Ray's CPU count is a reservation budget, not a measurement: outside Tune the
+# algorithm's own process reserves nothing, its runner actors take turns with it (sample,
+# then learn), and algorithms built side by side in one script mostly train one at a time
+# while the idle ones' actors sleep. With one per core, the README's quick start (two
+# algorithms of one training and one evaluation runner each) cannot place its fourth actor
+# on a 2-core laptop and, before the start timeout existed, waited forever. Tune trials
+# are not loosened by this: each reserves exactly what it starts (default_resource_request),
+# and a Ray the user started is used as it is.
+LOGICAL_CPUS_PER_CORE = 2
+# Colour codes Ray puts around the task name in its error text.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def ensure_ray() -> None:
-    """Starts a local Ray quietly if none is running (no dashboard, warnings only)."""
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    """Starts a local Ray quietly if none is running (no dashboard, warnings only), with
+    `LOGICAL_CPUS_PER_CORE` logical CPUs per core of this machine."""
+    if ray.is_initialized():
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    num_cpus = LOGICAL_CPUS_PER_CORE * (cores or 1)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    logger.info(
+        "Started a local Ray with %d logical CPUs on %d cores (%d per core, for lightweight "
+        "env-runner actors); call ray.init() yourself first to choose otherwise.",
+        num_cpus,
+        cores,
+        LOGICAL_CPUS_PER_CORE,
+    )
 
 
 class EnvRunnerFailure(RuntimeError):
     """A remote env runner failed and fault tolerance did not allow going on without it."""
+
+
+class EnvRunnerStartError(EnvRunnerFailure):
+    """Runner actors did not start within `env_runner_start_timeout_s` (most often: the CPUs
+    or GPUs they ask for are not free)."""
+
+
+def describe_runner_error(error: BaseException) -> tuple[str, str]:
+    """The runner's own error as (`"Type: message"`, its traceback text from the runner's
+    process, or "" when there is none, e.g. for an actor that was killed)."""
+    text = _ANSI_ESCAPE.sub("", str(error))
+    cause = getattr(error, "cause", None)
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        summary = f"{type(cause).__name__}: {cause}"
+    else:
+        summary = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    # Ray's text is its task line, two caret lines under it, then the remote frames: the
+    # frames and the final "Type: message" line are the traceback the env raised with.
+    start = text.find('  File "')
+    traceback_text = "" if start < 0 else "Traceback (most recent call last):\n" + text[start:]
+    return summary, traceback_text
 
 
 @dataclasses.dataclass
@@ -67,8 +123,12 @@ class EnvRunnerGroup:
         num_env_runners: int,
         seed_fn: Callable[[int], int],
         env_creator: EnvCreator | None = None,
+        count_field: str = "num_env_runners",
     ):
+        """`count_field` is the config field `num_env_runners` came from, as error messages
+        name it (`evaluation_num_env_runners` for an evaluation group)."""
         self.config = config
+        self._count_field = count_field
         self._module_spec = module_spec
         self._env_creator = env_creator
         self._seed_fn = seed_fn
@@ -92,6 +152,21 @@ class EnvRunnerGroup:
             ensure_ray()
             for index in range(1, num_env_runners + 1):
                 self._remote[index] = self._start_actor(index)
+            try:
+                failed = self._await_started(list(self._remote))
+            except EnvRunnerStartError:
+                self.stop()
+                raise
+            if failed:
+                # A runner that cannot even be built is a bug to fix, not a failure to ride
+                # out with restarts (as RLlib validates its runners after construction).
+                self.stop()
+                index, error = next(iter(failed.items()))
+                summary, traceback_text = describe_runner_error(error)
+                raise EnvRunnerFailure(
+                    f"Env runner {index} failed while it was being built: {summary}\n"
+                    f"{traceback_text}"
+                ) from error
 
     def _start_actor(self, index: int) -> Any:
         options = {
@@ -105,6 +180,45 @@ class EnvRunnerGroup:
         if self._weights_ref is not None:  # a restart: the weights the others have
             self._unchecked[index] = [actor.set_weights.remote(self._weights_ref)]
         return actor
+
+    def _await_started(self, indices: list[int]) -> dict[int, Exception]:
+        """Waits up to `env_runner_start_timeout_s` for runners `indices` to be placed and
+        built; returns the errors of those whose constructor raised. Raises
+        `EnvRunnerStartError` if some are not up by then (Ray cannot place an actor whose
+        resources are not free, and would otherwise wait for them forever)."""
+        timeout_s = self.config.env_runner_start_timeout_s
+        refs = {self._remote[index].ping.remote(): index for index in indices}
+        ready, not_ready = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        if not_ready:
+            raise EnvRunnerStartError(self._start_timeout_message(len(not_ready), len(refs)))
+        errors = {}
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except _RAY_ERRORS as error:
+                errors[refs[ref]] = error
+        return errors
+
+    def _start_timeout_message(self, num_not_started: int, num_starting: int) -> str:
+        config = self.config
+        cpus, gpus = config.num_cpus_per_env_runner, config.num_gpus_per_env_runner
+        asked = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
+        free, total = ray.available_resources(), ray.cluster_resources()
+        have = f"{free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs"
+        if gpus:
+            have += f" and {free.get('GPU', 0):g} of {total.get('GPU', 0):g} GPUs"
+        count = len(self._remote)
+        return (
+            f"{num_not_started} of {num_starting} env runner actors did not start within "
+            f"env_runner_start_timeout_s={config.env_runner_start_timeout_s:g}: this group asks "
+            f"for {count} runners ({self._count_field}={count}) of {asked} each "
+            f"(num_cpus_per_env_runner={cpus:g}, num_gpus_per_env_runner={gpus:g}), and the "
+            f"Ray cluster has {have} free now. Free them or ask for less: stop another "
+            "algorithm that holds them (algo.stop()), use fewer runners, give each less "
+            "(.env_runners(num_cpus_per_env_runner=0.5)), or start Ray yourself with more "
+            "(ray.init(num_cpus=...)) before building. If the runners' env is only slow to "
+            "build, raise .env_runners(env_runner_start_timeout_s=...)."
+        )
 
     # ------------------------------------------------------------------------- views
     def remote_workers(self) -> list[Any]:
@@ -135,9 +249,11 @@ class EnvRunnerGroup:
         per sub-env. Raises `EnvRunnerFailure` if no runner returned anything."""
         batch = self.finish_sample(self.start_sample(num_timesteps, num_episodes, explore))
         if len(batch) == 0:
+            # Failures are restarted or raised in finish_sample: what is left is lateness.
             raise EnvRunnerFailure(
-                "No env runner returned a sample (all failed or timed out after "
-                f"sample_timeout_s={self.config.sample_timeout_s}); see the errors logged above."
+                "No env runner returned its sample within sample_timeout_s="
+                f"{self.config.sample_timeout_s:g} (see the warnings logged above); raise "
+                ".env_runners(sample_timeout_s=...) if the env is that slow."
             )
         return batch
 
@@ -160,15 +276,18 @@ class EnvRunnerGroup:
     def finish_sample(self, pending: PendingSample) -> SampleBatch:
         """Collects what `start_sample()` asked for. A runner that fails is restarted (within
         the fault-tolerance settings) and what it owed is sampled again from the runners
-        that are up; one that is later than `sample_timeout_s` is skipped with a warning.
-        The batch may hold fewer steps or episodes than asked (even none) when runners were
-        skipped or dropped."""
+        that are up, as often as it takes; one that is later than `sample_timeout_s` is
+        skipped with a warning. The batch may hold fewer steps or episodes than asked (even
+        none) when runners were skipped or dropped."""
         if pending.batch is not None:
             return pending.batch
         batches: list[SampleBatch] = []
         steps_left, episodes_left = pending.num_timesteps, pending.num_episodes
         requests = pending.requests
-        for _ in range(_MAX_SAMPLE_ROUNDS):
+        # Every round brings steps or episodes in, or restarts a runner (each has
+        # max_num_env_runner_restarts, then handle_failure drops it or raises), or ends the
+        # loop below: so this ends, and it does not give up while restarts are left.
+        while True:
             restarts_before = self.num_restarts
             new, new_episodes = self._collect_round(requests)
             batches += new
@@ -278,45 +397,71 @@ class EnvRunnerGroup:
 
     def handle_failure(self, index: int, error: Exception) -> None:
         """A dead actor, or an env that raised inside one: restart the runner if allowed
-        (it gets the last weights sent), else drop it if allowed, else raise. The error is
+        (it gets the last weights sent), else drop it if allowed, else raise an
+        `EnvRunnerFailure` that carries the env's own error and traceback. The error is
         logged in full either way. tunerl's own env contract errors (NaN, an observation
         outside its space) are bugs to fix, not failures to ride out: they are raised to the
         user as they are."""
-        if isinstance(error, ray.exceptions.RayTaskError):
-            cause = error.as_instanceof_cause()
-            if isinstance(cause, EnvError):
-                raise EnvError(str(error.cause)) from None
+        # A loop, not recursion: a restarted runner whose constructor raises is one more
+        # failure, and the restarts allowed may be many.
+        while True:
+            if isinstance(error, ray.exceptions.RayTaskError):
+                cause = error.as_instanceof_cause()
+                if isinstance(cause, EnvError):
+                    raise EnvError(str(error.cause)) from None
+            config = self.config
+            restarts = self._restarts_per_index.get(index, 0)
+            summary, traceback_text = describe_runner_error(error)
+            logger.error("Env runner %d failed: %s\n%s", index, summary, traceback_text)
+            self._in_flight.pop(index, None)
+            self._unchecked.pop(index, None)
+            if config.restart_failed_env_runners and restarts < config.max_num_env_runner_restarts:
+                ray.kill(self._remote[index], no_restart=True)
+                self._remote[index] = self._start_actor(index)
+                self._restarts_per_index[index] = restarts + 1
+                self.num_restarts += 1
+                logger.warning(
+                    "Env runner %d restarted (restart %d of max_num_env_runner_restarts=%d "
+                    "for it).",
+                    index,
+                    restarts + 1,
+                    config.max_num_env_runner_restarts,
+                )
+                failed = self._await_started([index])
+                if not failed:
+                    return
+                error = failed[index]
+                continue
+            if config.ignore_env_runner_failures and len(self._remote) > 1:
+                ray.kill(self._remote.pop(index), no_restart=True)
+                logger.warning(
+                    "Env runner %d dropped (ignore_env_runner_failures=True); %d healthy remain.",
+                    index,
+                    len(self._remote),
+                )
+                return
+            message = self._give_up_message(index, restarts, summary, traceback_text)
+            raise EnvRunnerFailure(message) from error
+
+    def _give_up_message(self, index: int, restarts: int, summary: str, traceback_text: str) -> str:
         config = self.config
-        restarts = self._restarts_per_index.get(index, 0)
-        logger.error("Env runner %d failed: %s", index, error)
-        self._in_flight.pop(index, None)
-        self._unchecked.pop(index, None)
-        if config.restart_failed_env_runners and restarts < config.max_num_env_runner_restarts:
-            ray.kill(self._remote[index], no_restart=True)
-            self._remote[index] = self._start_actor(index)
-            self._restarts_per_index[index] = restarts + 1
-            self.num_restarts += 1
-            logger.warning(
-                "Env runner %d restarted (restart %d of max_num_env_runner_restarts=%d for it).",
-                index,
-                restarts + 1,
-                config.max_num_env_runner_restarts,
+        if not config.restart_failed_env_runners:
+            why = "restart_failed_env_runners=False"
+            fix = ".fault_tolerance(restart_failed_env_runners=True) to restart it"
+        else:
+            why = (
+                f"it has used {restarts} of its max_num_env_runner_restarts="
+                f"{config.max_num_env_runner_restarts} restarts"
             )
-            return
-        if config.ignore_env_runner_failures and len(self._remote) > 1:
-            ray.kill(self._remote.pop(index), no_restart=True)
-            logger.warning(
-                "Env runner %d dropped (ignore_env_runner_failures=True); %d healthy remain.",
-                index,
-                len(self._remote),
-            )
-            return
-        raise EnvRunnerFailure(
-            f"Env runner {index} failed and was not restarted "
-            f"(restart_failed_env_runners={config.restart_failed_env_runners}, "
-            f"{restarts} of max_num_env_runner_restarts={config.max_num_env_runner_restarts} "
-            f"used, ignore_env_runner_failures={config.ignore_env_runner_failures}): {error}"
-        ) from error
+            fix = "a larger .fault_tolerance(max_num_env_runner_restarts=...)"
+        if not config.ignore_env_runner_failures:
+            fix += ", ignore_env_runner_failures=True to go on with the other runners"
+        return (
+            f"Env runner {index} failed and is not restarted ({why}; {self.num_restarts} "
+            f"restarts in this group so far, ignore_env_runner_failures="
+            f"{config.ignore_env_runner_failures}). Its error: {summary}. Fix the env, or set "
+            f"{fix}. The runner's traceback:\n{traceback_text or '(none: its process died)'}"
+        )
 
     def add_metrics(self, metrics: dict[str, Any]) -> None:
         """Adds a runner's `get_metrics()` to what `pop_metrics()` returns next."""
