@@ -105,7 +105,12 @@ def test_reevaluate_trains_the_top_config_again_on_fresh_seeds(grid_sweep):
 
 def test_export_best_writes_a_module_folder_that_loads_on_its_own(grid_sweep, tmp_path):
     out = export_best(grid_sweep, tmp_path / "best")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "module", "scores.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MANIFEST.json",
+        "config.json",
+        "module",
+        "scores.json",
+    ]
     module = RLModule.from_checkpoint(out / "module")
     logits = module.forward_inference({"obs": torch.zeros(3, 4)})["action_dist_inputs"]
     assert logits.shape == (3, 2)
@@ -120,7 +125,7 @@ def test_export_best_writes_a_module_folder_that_loads_on_its_own(grid_sweep, tm
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="is not an earlier export"):
+    with pytest.raises(ValueError, match="is not a tunerl checkpoint"):
         export_best(grid_sweep, precious)
     assert (precious / "notes.txt").read_text() == "keep me"
 

@@ -8,11 +8,13 @@ manifest (`tunerl.core.checkpoint_io`). An algorithm subclass sets `config_class
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 from ray import tune
+from ray.tune.result import EPISODES_TOTAL, TIME_TOTAL_S, TIMESTEPS_TOTAL
 from ray.tune.trainable import trainable as tune_trainable
 
 import tunerl
 from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
 from tunerl.core.callbacks import Callbacks
+from tunerl.core.checkpoint_io import CheckpointError
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig, ConfigError
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
-from tunerl.core.rl_module import RLModule, RLModuleSpec
-from tunerl.env.registry import make_vector_env, resolve_env_creator
+from tunerl.core.rl_module import MODULE_STATE_FILE, RLModule, RLModuleSpec
+from tunerl.env.registry import env_from_checkpoint, make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
 
@@ -468,33 +472,148 @@ class Algorithm(tune.Trainable):
         return checkpoint_dir
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:
+        """Tune's hook (called by `restore`, `restore_from_path` and Tune's own restore of a
+        trial): reads and checks the whole checkpoint, then applies it. A checkpoint that
+        fails any check raises CheckpointError and changes nothing."""
         if not isinstance(checkpoint, str | os.PathLike):
-            raise checkpoint_io.CheckpointError(
-                "tunerl checkpoints are directories; got a dict checkpoint."
+            raise CheckpointError(
+                "tunerl checkpoints are directories of JSON and tensors; got a dict checkpoint "
+                "(Ray's pickled _dict_checkpoint.pkl), which tunerl never loads."
             )
-        directory = Path(checkpoint)
-        checkpoint_io.verify_manifest(directory)
-        state = checkpoint_io.read_json(directory / STATE_FILE)
-        module_dir = directory / MODULE_DIR / DEFAULT_MODULE_ID
-        module_state = checkpoint_io.load_tensors(module_dir / "module_state.pt")
-        learner_tensors = checkpoint_io.load_tensors(directory / LEARNER_DIR / LEARNER_TENSORS_FILE)
-        self.learner.set_state(
-            {
-                "module": module_state,
-                "optimizer": learner_tensors["optimizer"],
-                "json": checkpoint_io.read_json(directory / LEARNER_DIR / LEARNER_JSON_FILE),
-            }
+        with checkpoint_io.CheckpointReader(checkpoint) as reader:
+            restored = self._read_checkpoint(reader)
+        self._apply_checkpoint(restored)
+
+    def restore(self, checkpoint_path: Any) -> None:
+        """`tune.Trainable.restore` without its pickle: a path, a `tune.Checkpoint` or the
+        result of `save()` is loaded by `load_checkpoint` (Ray's version unpickles a
+        `_dict_checkpoint.pkl` first, which a tunerl checkpoint refuses)."""
+        metrics: dict[str, Any] = {}
+        if isinstance(checkpoint_path, str | os.PathLike):
+            checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_path))
+        elif isinstance(checkpoint_path, tune.Checkpoint):
+            checkpoint = checkpoint_path
+        elif isinstance(getattr(checkpoint_path, "checkpoint", None), tune.Checkpoint):
+            checkpoint, metrics = checkpoint_path.checkpoint, checkpoint_path.metrics or {}
+        else:
+            raise CheckpointError(
+                f"restore() takes a checkpoint folder, a tune.Checkpoint or the result of "
+                f"save(); got {type(checkpoint_path).__name__}."
+            )
+        with checkpoint.as_directory() as directory:
+            self.load_checkpoint(directory)
+        # What Trainable.restore also brings back, once the checkpoint loaded.
+        self._time_total = metrics.get(TIME_TOTAL_S, 0)
+        self._time_since_restore = 0.0
+        self._iterations_since_restore = 0
+        self._timesteps_total = metrics.get(TIMESTEPS_TOTAL)
+        self._timesteps_since_restore = 0
+        self._episodes_total = metrics.get(EPISODES_TOTAL)
+        self._restored = True
+
+    def _read_checkpoint(self, reader: checkpoint_io.CheckpointReader) -> dict[str, Any]:
+        """Everything a restore applies, read and checked against the live algorithm
+        (weights and optimizer state loaded into a copy of the learner first); changes
+        nothing."""
+        state = _json_object(reader, STATE_FILE)
+        where = str(reader.path(STATE_FILE))
+        counters = _field(state, "counters", dict, where)
+        for key, value in counters.items():
+            _check(_is_int(value), where, f"counters.{key}", value, "an integer")
+        missing = sorted(set(self._counters) - set(counters))
+        _check(not missing, where, "counters", sorted(counters), f"all of {sorted(self._counters)}")
+        iteration = _field(state, "iteration", int, where)
+        _check(iteration >= 0, where, "iteration", iteration, "a count >= 0")
+        rng = _field(state, "rng", dict, where)
+        try:
+            type(self._rng.bit_generator)().state = rng
+        except (TypeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{where}: rng is not a generator state ({error}).") from None
+        episodes = {}
+        for name in ("episode_returns", "episode_lengths"):
+            episodes[name] = _field(state, name, list, where)
+            bad = [value for value in episodes[name] if not _is_number(value)]
+            _check(not bad, where, name, bad[:3], "a list of numbers")
+        last_evaluation = state.get("last_evaluation")
+        ok = last_evaluation is None or isinstance(last_evaluation, dict)
+        _check(ok, where, "last_evaluation", last_evaluation, "an object or null")
+        extra = _field(state, "extra", dict, where)
+
+        rng_file = reader.tensors(RNG_FILE)
+        torch_rng = rng_file.get("torch") if isinstance(rng_file, dict) else None
+        try:
+            torch.Generator().set_state(torch_rng)
+        except (TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{reader.path(RNG_FILE)}: 'torch' is not a torch RNG state ({error})."
+            ) from None
+        learner_state = self._read_learner_state(reader)
+        return {
+            "learner": learner_state,
+            "torch_rng": torch_rng,
+            "counters": counters,
+            "iteration": iteration,
+            "rng": rng,
+            **episodes,
+            "last_evaluation": last_evaluation,
+            "extra": self.load_extra_files(reader, extra),
+        }
+
+    def _read_learner_state(self, reader: checkpoint_io.CheckpointReader) -> dict[str, Any]:
+        module_file = (MODULE_DIR / DEFAULT_MODULE_ID / MODULE_STATE_FILE).as_posix()
+        tensors_file = (LEARNER_DIR / LEARNER_TENSORS_FILE).as_posix()
+        json_file = (LEARNER_DIR / LEARNER_JSON_FILE).as_posix()
+        module_state = reader.tensors(module_file)
+        learner_tensors = reader.tensors(tensors_file)
+        if not (isinstance(learner_tensors, dict) and "optimizer" in learner_tensors):
+            raise CheckpointError(f"{reader.path(tensors_file)}: field 'optimizer' is missing.")
+        learner_json = _json_object(reader, json_file)
+        _field(learner_json, "rng", dict, str(reader.path(json_file)))
+        learner_state = {
+            "module": module_state,
+            "optimizer": learner_tensors["optimizer"],
+            "json": learner_json,
+        }
+        live_optimizer = self.learner.optimizer
+        if not isinstance(live_optimizer, torch.optim.Optimizer):
+            # tunerl's own optimizers have a fixed state layout: every key and tensor shape
+            # must match (torch.optim ones fill their state only once stepped).
+            where = reader.path(tensors_file)
+            _check_like(learner_state["optimizer"], live_optimizer.state_dict(), where, "optimizer")
+        # Loaded into a copy of the learner first: whatever it refuses changes nothing live.
+        probe = copy.deepcopy(self.learner)
+        steps = (
+            (module_file, "module", lambda: probe.module.set_state(module_state)),
+            (
+                tensors_file,
+                "optimizer",
+                lambda: probe.optimizer.load_state_dict(learner_state["optimizer"]),
+            ),
+            (json_file, "learner state", lambda: probe.set_state(learner_state)),
         )
-        torch.set_rng_state(checkpoint_io.load_tensors(directory / RNG_FILE)["torch"])
-        self._counters = {key: int(value) for key, value in state["counters"].items()}
-        self._iteration = int(state["iteration"])
-        self._rng.bit_generator.state = state["rng"]
+        for file, part, load in steps:
+            try:
+                load()
+            except CheckpointError as error:
+                raise CheckpointError(f"{reader.path(file)}: {error}") from None
+            except Exception as error:  # noqa: BLE001 - any refusal of the copy is a bad file
+                raise CheckpointError(
+                    f"{reader.path(file)}: the {part} does not fit this algorithm's "
+                    f"({type(error).__name__}: {_first_line(error)})."
+                ) from None
+        return learner_state
+
+    def _apply_checkpoint(self, restored: dict[str, Any]) -> None:
+        self.learner.set_state(restored["learner"])
+        torch.set_rng_state(restored["torch_rng"])
+        self._counters = dict(restored["counters"])
+        self._iteration = restored["iteration"]
+        self._rng.bit_generator.state = restored["rng"]
         self._episode_stats = m.EpisodeStats(self.config.metrics_num_episodes_for_smoothing)
-        self._episode_stats.extend(state["episode_returns"], state["episode_lengths"])
+        self._episode_stats.extend(restored["episode_returns"], restored["episode_lengths"])
         self._episode_stats.num_new_episodes = 0
-        self._last_evaluation = state["last_evaluation"]
-        self.set_extra_state(state.get("extra", {}))
-        self.load_extra_files(directory)
+        self._last_evaluation = restored["last_evaluation"]
+        self.set_extra_state(restored["extra"])
         # Runners start fresh episodes, seeded from the restored stream: two restores of one
         # checkpoint continue identically.
         self.env_runner_group.reset()
@@ -507,43 +626,73 @@ class Algorithm(tune.Trainable):
         """JSON-able state of an algorithm's own (e.g. DQN's target-update counter)."""
         return {}
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        del state
-
     def save_extra_files(self, directory: Path) -> None:
         """Writes an algorithm's own files into a checkpoint (e.g. a replay buffer); they are
         covered by the manifest."""
 
-    def load_extra_files(self, directory: Path) -> None:
-        """Reads what `save_extra_files` wrote (the manifest was checked already)."""
+    def load_extra_files(
+        self, reader: checkpoint_io.CheckpointReader, extra_state: dict[str, Any]
+    ) -> Any:
+        """Reads and checks the algorithm's own part of a checkpoint, changing nothing:
+        `extra_state` as `get_extra_state` returned it, and the files `save_extra_files`
+        wrote, through `reader` (`reader.arrays(name)`, `.tensors(name)`, `.json(name)`).
+        Raises CheckpointError naming the file and field of anything wrong; returns what
+        `set_extra_state` applies."""
+        del reader
+        return extra_state
+
+    def set_extra_state(self, state: Any) -> None:
+        """Applies what `load_extra_files` returned. It runs only after every part of the
+        checkpoint was read and checked, so it must not fail."""
+        del state
 
     def save_to_path(self, path: str | os.PathLike | None = None) -> str:
         """Writes a checkpoint to `path` (default: `checkpoint_<iteration>` in the logdir),
-        atomically: a crash mid-save leaves the previous checkpoint at `path` intact."""
+        atomically: at every moment `path` holds the previous checkpoint or the new one.
+        Refuses a `path` that exists and is not a tunerl checkpoint (e.g. "." or a folder of
+        yours), so a save never deletes what it did not write."""
         if path is None:
             path = Path(self.logdir) / f"checkpoint_{self._iteration:06d}"
         with checkpoint_io.atomic_directory(path) as directory:
             self.save_checkpoint(str(directory))
-        return str(Path(path).absolute())
+        return os.path.abspath(path)
 
     def restore_from_path(self, path: str | os.PathLike) -> None:
-        """Loads a checkpoint written by `save_to_path`, `save()` or Tune."""
-        self.load_checkpoint(str(path))
+        """Loads a checkpoint written by `save_to_path`, `save()` or Tune; on any error it
+        raises CheckpointError and leaves the algorithm as it was."""
+        self.load_checkpoint(os.fspath(path))
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> Algorithm:
-        """Builds the algorithm a checkpoint was written by, with its config, and restores it."""
-        directory = Path(path)
-        checkpoint_io.verify_manifest(directory)
-        state = checkpoint_io.read_json(directory / STATE_FILE)
-        algo_class = checkpoint_io.import_class(state["algo_class"], Algorithm)
-        if not issubclass(algo_class, cls):
-            raise checkpoint_io.CheckpointError(
-                f"{directory} holds a {algo_class.__name__} checkpoint, not a {cls.__name__}."
+    def from_checkpoint(
+        cls, path: str | os.PathLike, allow_import: Sequence[str] = ()
+    ) -> Algorithm:
+        """Builds the algorithm a checkpoint was written by, with its config, and restores it.
+
+        Classes the checkpoint names (the algorithm, `callbacks_class`, `learner_class`, the
+        module class) must already be imported in this process; nothing is imported unless
+        its package is in `allow_import` (or $TUNERL_ALLOW_IMPORT), e.g.
+        `allow_import=["my_models"]`. The env must be a Gymnasium id or a `register_env`
+        name of this process."""
+        with checkpoint_io.CheckpointReader(path) as reader:
+            state = _json_object(reader, STATE_FILE)
+            where = f"{reader.path(STATE_FILE)}: algo_class"
+            algo_class = checkpoint_io.resolve_class(
+                state.get("algo_class"), Algorithm, where, allow_import
             )
-        config = config_from_json(algo_class, state["config"])
-        algo = algo_class(config=config)
-        algo.restore_from_path(directory)
+            if not issubclass(algo_class, cls):
+                raise CheckpointError(
+                    f"{reader.directory} holds a {algo_class.__name__} checkpoint, not a "
+                    f"{cls.__name__}."
+                )
+            config = config_from_json(
+                algo_class, state.get("config"), str(reader.path(STATE_FILE)), allow_import
+            )
+            algo = algo_class(config=config)
+            try:
+                algo._apply_checkpoint(algo._read_checkpoint(reader))
+            except BaseException:
+                algo.stop()
+                raise
         return algo
 
 
@@ -554,6 +703,8 @@ def _fresh_seed() -> int:
 # ------------------------------------------------------------------- config <-> JSON
 _CLASS_KEY = "__class__"
 _SPEC_KEY = "__rl_module_spec__"
+# Config fields that may name a class in a checkpoint, and the base it must have.
+_CLASS_FIELDS: dict[str, type] = {"callbacks_class": Callbacks, "learner_class": Learner}
 
 
 def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
@@ -579,17 +730,111 @@ def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
     return out
 
 
-def config_from_json(algo_class: type[Algorithm], data: dict[str, Any]) -> AlgorithmConfig:
+def config_from_json(
+    algo_class: type[Algorithm],
+    data: Any,
+    where: str = STATE_FILE,
+    allow_import: Sequence[str] = (),
+) -> AlgorithmConfig:
+    """The config `config_to_json` wrote. Classes resolve only as
+    `checkpoint_io.resolve_class` allows (nothing is imported unless `allow_import` says so);
+    `env` only to a Gymnasium id or a `register_env` name (nothing named in the file is
+    called). `where` names the file, for errors."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: 'config' must be an object, not {type(data).__name__}.")
     values = {}
     for name, value in data.items():
-        if isinstance(value, dict) and _CLASS_KEY in value:
-            base = Callbacks if name == "callbacks_class" else object
-            value = checkpoint_io.import_class(value[_CLASS_KEY], base)
+        field = f"{where}: config.{name}"
+        if name == "env":
+            value = env_from_checkpoint(value, field)
+        elif isinstance(value, dict) and _CLASS_KEY in value:
+            if name not in _CLASS_FIELDS:
+                raise CheckpointError(
+                    f"{field} names a class ({value[_CLASS_KEY]!r}); a checkpoint may name "
+                    f"classes only in {sorted(_CLASS_FIELDS)} and the module spec."
+                )
+            value = checkpoint_io.resolve_class(
+                value[_CLASS_KEY], _CLASS_FIELDS[name], field, allow_import
+            )
         elif isinstance(value, dict) and _SPEC_KEY in value:
             spec = value[_SPEC_KEY]
-            module_class = spec["module_class"] and checkpoint_io.import_class(
-                spec["module_class"], RLModule
+            if not isinstance(spec, dict) or not isinstance(spec.get("model_config"), dict | None):
+                raise CheckpointError(
+                    f"{field} must hold 'module_class' and a 'model_config' object; got {spec!r}."
+                )
+            module_class = spec.get("module_class") and checkpoint_io.resolve_class(
+                spec["module_class"], RLModule, f"{field}.module_class", allow_import
             )
             value = RLModuleSpec(module_class=module_class, model_config=spec["model_config"])
         values[name] = value
-    return algo_class.get_default_config().update_from_dict(values)
+    try:
+        return algo_class.get_default_config().update_from_dict(values)
+    except ConfigError as error:
+        raise CheckpointError(f"{where}: {error}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _first_line(error: BaseException) -> str:
+    # A library's error can run to pages (torch lists every mismatched key); the first line
+    # says what was wrong.
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+def _check(ok: bool, where: Any, field: str, value: Any, wanted: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{where}: {field} is {value!r}; it must be {wanted}.")
+
+
+def _field(state: dict, name: str, kind: type, where: str) -> Any:
+    if name not in state:
+        raise CheckpointError(f"{where}: field {name!r} is missing.")
+    value = state[name]
+    ok = _is_int(value) if kind is int else isinstance(value, kind)
+    _check(ok, where, name, value, f"of type {kind.__name__}")
+    return value
+
+
+def _json_object(reader: checkpoint_io.CheckpointReader, name: str) -> dict[str, Any]:
+    data = reader.json(name)
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{reader.path(name)} must hold a JSON object, not {type(data).__name__}."
+        )
+    return data
+
+
+def _check_like(loaded: Any, live: Any, where: Any, field: str) -> None:
+    """`loaded` has the layout of `live`: the same keys at every level, tensors of the same
+    shape and dtype, numbers for numbers. Lists of another length are left to the loader
+    (an optimizer may upgrade an older layout, or refuse it)."""
+    if isinstance(live, torch.Tensor):
+        ok = isinstance(loaded, torch.Tensor)
+        ok = ok and loaded.shape == live.shape and loaded.dtype == live.dtype
+        wanted = f"a {live.dtype} tensor of shape {tuple(live.shape)}"
+        shown = (
+            f"a {loaded.dtype} tensor of shape {tuple(loaded.shape)}"
+            if isinstance(loaded, torch.Tensor)
+            else loaded
+        )
+        _check(ok, where, field, shown, wanted)
+    elif isinstance(live, dict):
+        _check(isinstance(loaded, dict), where, field, type(loaded).__name__, "a dict")
+        loaded_keys, live_keys = sorted(loaded, key=str), sorted(live, key=str)
+        _check(loaded_keys == live_keys, where, field, f"keys {loaded_keys}", f"keys {live_keys}")
+        for key in live:
+            _check_like(loaded[key], live[key], where, f"{field}.{key}")
+    elif isinstance(live, list | tuple):
+        _check(isinstance(loaded, list | tuple), where, field, type(loaded).__name__, "a list")
+        if len(loaded) == len(live):
+            for index, (a, b) in enumerate(zip(loaded, live)):
+                _check_like(a, b, where, f"{field}[{index}]")
+    elif _is_number(live):
+        _check(_is_number(loaded), where, field, loaded, "a number")

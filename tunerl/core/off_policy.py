@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
 from tunerl.core.replay_buffers import (
     BATCH_INDEXES,
@@ -65,10 +66,23 @@ def save_buffer(buffer: ReplayBuffer, directory: Path, enabled: bool) -> None:
         buffer.save(directory / REPLAY_BUFFER_FILE)
 
 
-def load_buffer(buffer: ReplayBuffer, directory: Path) -> None:
-    path = directory / REPLAY_BUFFER_FILE
-    if path.is_file():
-        buffer.load(path)
+def read_buffer(
+    reader: checkpoint_io.CheckpointReader, replay_buffer_config: dict[str, Any]
+) -> ReplayBuffer | None:
+    """A new buffer holding the replay buffer a checkpoint saved (None if it saved none),
+    checked before the algorithm's own buffer is replaced by it."""
+    if not reader.has(REPLAY_BUFFER_FILE):
+        return None
+    arrays = reader.arrays(REPLAY_BUFFER_FILE)
+    buffer = make_replay_buffer(replay_buffer_config, seed=0)  # set_state brings its RNG
+    try:
+        buffer.set_state(arrays)
+    except (KeyError, ValueError, TypeError, IndexError) as error:
+        raise checkpoint_io.CheckpointError(
+            f"{reader.path(REPLAY_BUFFER_FILE)} is not a replay buffer this algorithm can use "
+            f"({type(error).__name__}: {error})."
+        ) from None
+    return buffer
 
 
 def sample_into_buffer(algo: Any) -> SampleBatch:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +201,12 @@ class RLModule(nn.Module):
         )
 
     def save_to_path(self, path: str | os.PathLike) -> str:
-        """Writes the module (weights, filter statistics and how to rebuild it) to `path`."""
+        """Writes the module (weights, filter statistics and how to rebuild it) to `path`,
+        atomically (the old checkpoint or the new one is there at every moment). Refuses a
+        `path` that exists and is not a tunerl checkpoint."""
         with checkpoint_io.atomic_directory(path) as directory:
             self.write_to(directory)
-        return str(Path(path).absolute())
+        return os.path.abspath(path)
 
     def write_to(self, directory: Path) -> None:
         """Writes into an existing directory (the algorithm's checkpoint uses this)."""
@@ -213,14 +216,30 @@ class RLModule(nn.Module):
         checkpoint_io.write_manifest(directory)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> RLModule:
+    def from_checkpoint(cls, path: str | os.PathLike, allow_import: Sequence[str] = ()) -> RLModule:
         """Loads a module written by `save_to_path`, or the module folder of an algorithm
-        checkpoint (`learner_group/learner/rl_module/<module_id>`), without the algorithm."""
-        directory = Path(path)
-        checkpoint_io.verify_manifest(directory)
-        spec = RLModuleSpec.from_json(checkpoint_io.read_json(directory / MODULE_SPEC_FILE))
-        module = spec.build()
-        module.set_state(checkpoint_io.load_tensors(directory / MODULE_STATE_FILE))
+        checkpoint (`learner_group/learner/rl_module/<module_id>`), without the algorithm.
+        The module class must already be imported in this process, or its package be in
+        `allow_import` (or $TUNERL_ALLOW_IMPORT); nothing else is imported."""
+        with checkpoint_io.CheckpointReader(path) as reader:
+            where = reader.path(MODULE_SPEC_FILE)
+            spec = RLModuleSpec.from_json(reader.json(MODULE_SPEC_FILE), allow_import, where)
+            state = reader.tensors(MODULE_STATE_FILE)
+        try:
+            module = spec.build()
+        except Exception as error:  # noqa: BLE001 - a spec the module class refuses
+            raise checkpoint_io.CheckpointError(
+                f"{where}: {spec.module_class.__name__ if spec.module_class else 'the module'} "
+                f"cannot be built from this spec ({type(error).__name__}: {error})."
+            ) from None
+        try:
+            module.set_state(state)
+        except Exception as error:  # noqa: BLE001 - wrong keys or shapes
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise checkpoint_io.CheckpointError(
+                f"{reader.path(MODULE_STATE_FILE)} does not fit the module {MODULE_SPEC_FILE} "
+                f"describes ({type(error).__name__}: {reason})."
+            ) from None
         module.eval()
         return module
 
@@ -255,14 +274,54 @@ class RLModuleSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> RLModuleSpec:
+    def from_json(
+        cls,
+        data: Any,
+        allow_import: Sequence[str] = (),
+        where: str | os.PathLike = MODULE_SPEC_FILE,
+    ) -> RLModuleSpec:
+        """The spec `to_json` wrote; the module class resolves as
+        `checkpoint_io.resolve_class` allows (never by importing an unlisted module)."""
+        error = checkpoint_io.CheckpointError
+        if not isinstance(data, dict):
+            raise error(f"{where} must hold a JSON object, not {type(data).__name__}.")
+        missing = sorted(set(_SPEC_FIELDS) - set(data))
+        if missing:
+            raise error(f"{where}: fields {missing} are missing.")
+        if not isinstance(data["model_config"], dict | None):
+            raise error(f"{where}: model_config is {data['model_config']!r}; it must be an object.")
+        if not isinstance(data["observation_filter"], str):
+            raise error(f"{where}: observation_filter is {data['observation_filter']!r}.")
+        spaces = {}
+        for name in ("observation_space", "action_space"):
+            try:
+                spaces[name] = checkpoint_io.space_from_json(data[name])
+            except checkpoint_io.CheckpointError as cause:
+                raise error(f"{where}: {name}: {cause}") from None
+            except Exception as cause:  # noqa: BLE001 - any malformed space description
+                raise error(
+                    f"{where}: {name} = {data[name]!r} is not a valid space "
+                    f"({type(cause).__name__}: {cause})."
+                ) from None
+        module_class = checkpoint_io.resolve_class(
+            data["module_class"], RLModule, f"{where}: module_class", allow_import
+        )
         return cls(
-            module_class=checkpoint_io.import_class(data["module_class"], RLModule),
-            observation_space=checkpoint_io.space_from_json(data["observation_space"]),
-            action_space=checkpoint_io.space_from_json(data["action_space"]),
+            module_class=module_class,
             model_config=data["model_config"],
             observation_filter=data["observation_filter"],
+            **spaces,
         )
+
+
+# What `RLModuleSpec.to_json` writes.
+_SPEC_FIELDS = (
+    "module_class",
+    "observation_space",
+    "action_space",
+    "model_config",
+    "observation_filter",
+)
 
 
 class MLP(nn.Module):

@@ -95,6 +95,31 @@ def resolve_env_creator(env: Any) -> EnvCreator | None:
     )
 
 
+def env_from_checkpoint(value: Any, where: str) -> str | None:
+    """The `env` of a config read from a checkpoint: only a Gymnasium id or a name given to
+    `register_env` in this process comes back. A class path or anything else is refused,
+    never imported or called (with `env_config` it could run any command)."""
+    from tunerl.core.checkpoint_io import CheckpointError
+
+    if value is None:
+        return None
+    name = value.get("__class__") if isinstance(value, dict) else value
+    if isinstance(name, str) and (_lookup_registered(name) is not None or name in gym.registry):
+        return name
+    if isinstance(value, dict):
+        raise CheckpointError(
+            f"{where} names the class {name!r}; a checkpoint's env comes back only as a "
+            "Gymnasium id or a name given to tunerl.register_env() in this process, so it was "
+            f"not loaded. If you trust it: tunerl.register_env({name!r}, YourEnvClass) before "
+            "loading."
+        )
+    raise CheckpointError(
+        f"{where} is {value!r}, which is neither a Gymnasium id nor a name given to "
+        "tunerl.register_env() in this process; a checkpoint's env comes back only as one of "
+        "those. Register it first: tunerl.register_env(name, creator)."
+    )
+
+
 def make_vector_env(
     env: Any,
     env_config: dict | None,

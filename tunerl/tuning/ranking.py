@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from ray import tune
 from ray.tune.result import TRAINING_ITERATION
 
+from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
 from tunerl.tuning.search_space import MODES, get_path
@@ -277,23 +277,20 @@ def reevaluate(
     )
 
 
-def _checkpoint_parts(directory: Path) -> tuple[dict[str, Any], Path]:
-    """(algorithm class and config as JSON, module folder) of a checkpoint written by an
-    algorithm, or of a folder written by `export_best`."""
-    from tunerl.core import checkpoint_io
+def _checkpoint_parts(
+    reader: checkpoint_io.CheckpointReader,
+) -> tuple[dict[str, Any], Path, str]:
+    """(algorithm class and config as JSON, module folder, the file they came from) of a
+    checkpoint written by an algorithm, or of a folder written by `export_best`."""
     from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
     from tunerl.core.columns import DEFAULT_MODULE_ID
 
-    if (directory / EXPORT_CONFIG_FILE).is_file() and (directory / EXPORT_MODULE_DIR).is_dir():
-        return checkpoint_io.read_json(
-            directory / EXPORT_CONFIG_FILE
-        ), directory / EXPORT_MODULE_DIR
-    checkpoint_io.verify_manifest(directory)
-    state = checkpoint_io.read_json(directory / STATE_FILE)
-    return (
-        {"algo_class": state["algo_class"], "config": state["config"]},
-        directory / MODULE_DIR / DEFAULT_MODULE_ID,
-    )
+    name = EXPORT_CONFIG_FILE if reader.has(EXPORT_CONFIG_FILE) else STATE_FILE
+    module_dir = EXPORT_MODULE_DIR if name == EXPORT_CONFIG_FILE else MODULE_DIR / DEFAULT_MODULE_ID
+    saved = reader.json(name)
+    if not isinstance(saved, dict):
+        raise checkpoint_io.CheckpointError(f"{reader.path(name)} must hold a JSON object.")
+    return saved, reader.directory / module_dir, str(reader.path(name))
 
 
 def evaluate_checkpoint(
@@ -302,28 +299,29 @@ def evaluate_checkpoint(
     seed: int | None = None,
     explore: bool = False,
     env_config: dict | None = None,
+    allow_import: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Runs `episodes` episodes with the module of a checkpoint (or of a folder written by
     `export_best`), without the learner; returns their returns and lengths with mean and
-    std. `env_config` entries are added to the config's (e.g. {"render_mode": "human"})."""
-    from tunerl.core import checkpoint_io
-    from tunerl.core.algorithm import config_from_json
+    std. `env_config` entries are added to the config's (e.g. {"render_mode": "human"}).
+    Classes the checkpoint names load as in `Algorithm.from_checkpoint` (`allow_import`)."""
+    from tunerl.core.algorithm import Algorithm, config_from_json
     from tunerl.core.env_runner import EnvRunner
     from tunerl.core.rl_module import RLModule
 
     if episodes < 1:
         raise ConfigError(f"episodes={episodes} must be at least 1.")
-    directory = Path(path)
-    if not directory.is_dir():
-        raise checkpoint_io.CheckpointError(f"Checkpoint directory {directory} does not exist.")
-    saved, module_dir = _checkpoint_parts(directory)
-    algo_class = checkpoint_io.import_class(saved["algo_class"], object)
-    config = config_from_json(algo_class, saved["config"])
+    with checkpoint_io.CheckpointReader(path) as reader:
+        saved, module_dir, where = _checkpoint_parts(reader)
+        algo_class = checkpoint_io.resolve_class(
+            saved.get("algo_class"), Algorithm, f"{where}: algo_class", allow_import
+        )
+        config = config_from_json(algo_class, saved.get("config"), where, allow_import)
     overrides = {**config.evaluation_config, "explore": explore, "num_envs_per_env_runner": 1}
     if env_config:
         overrides["env_config"] = {**config.env_config, **env_config}
     config = config.with_overrides(overrides)
-    module = RLModule.from_checkpoint(module_dir)
+    module = RLModule.from_checkpoint(module_dir, allow_import)
     runner = EnvRunner(config, module.spec(), worker_index=0, seed=seed)
     runner.set_weights(module.get_state())
     try:
@@ -349,28 +347,34 @@ def export_best(
 ) -> Path:
     """Copies the best trial's best checkpoint out as a deployable module folder:
     `out_dir/module/` (loads with `RLModule.from_checkpoint`), `config.json` (algorithm
-    class and config) and `scores.json` (how it was chosen, and the whole ranking). Replaces
-    an earlier export at `out_dir`, never another folder."""
-    from tunerl.core import checkpoint_io
+    class and config) and `scores.json` (how it was chosen, and the whole ranking), under a
+    manifest of its own. Replaces an earlier export at `out_dir`, never another folder."""
     from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
     from tunerl.core.columns import DEFAULT_MODULE_ID
 
-    out = Path(out_dir).absolute()
-    earlier_export = (out / EXPORT_SCORES_FILE).is_file()
-    if out.exists() and not earlier_export and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not an earlier export; give a new or empty folder.")
     ranked = rank_trials(results, metric, mode, by)
     best = next((s for s in ranked if s.checkpoint), None)
     if best is None:
         raise ConfigError("No trial has a checkpoint to export.")
-    checkpoint = Path(best.checkpoint)
-    checkpoint_io.verify_manifest(checkpoint)
-    state = checkpoint_io.read_json(checkpoint / STATE_FILE)
-    with checkpoint_io.atomic_directory(out) as directory:
-        shutil.copytree(checkpoint / MODULE_DIR / DEFAULT_MODULE_ID, directory / EXPORT_MODULE_DIR)
+    module_prefix = (MODULE_DIR / DEFAULT_MODULE_ID).as_posix() + "/"
+    with checkpoint_io.CheckpointReader(best.checkpoint) as reader:
+        state = reader.json(STATE_FILE)
+        if not isinstance(state, dict):
+            raise checkpoint_io.CheckpointError(f"{reader.path(STATE_FILE)} must hold an object.")
+        # The module's files as the manifest checked them (never a second read of the folder).
+        module_files = {
+            name.removeprefix(module_prefix): reader.bytes(name)
+            for name in reader.files
+            if name.startswith(module_prefix)
+        }
+    with checkpoint_io.atomic_directory(out_dir) as directory:
+        for name, data in module_files.items():
+            target = directory / EXPORT_MODULE_DIR / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         checkpoint_io.write_json(
             directory / EXPORT_CONFIG_FILE,
-            {"algo_class": state["algo_class"], "config": state["config"]},
+            {"algo_class": state.get("algo_class"), "config": state.get("config")},
         )
         checkpoint_io.write_json(
             directory / EXPORT_SCORES_FILE,
@@ -382,4 +386,5 @@ def export_best(
                 "ranking": [{"trial_id": s.trial_id, "score": s.score} for s in ranked],
             },
         )
-    return out
+        checkpoint_io.write_manifest(directory)
+    return Path(os.path.abspath(out_dir))

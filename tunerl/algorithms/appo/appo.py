@@ -18,6 +18,7 @@ from tunerl.core import checkpoint_io
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import LEARNER_DIR, Algorithm
+from tunerl.core.checkpoint_io import CheckpointError, CheckpointReader, json_number
 from tunerl.core.config import Field, with_defaults
 from tunerl.core.learner import Learner
 from tunerl.core.optim import FlatParameters, polyak_update_
@@ -188,8 +189,10 @@ class APPOLearner(Learner):
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeff = float(state["kl_coeff"])
-        self.steps_since_target_update = int(state["steps_since_target_update"])
+        self.kl_coeff = json_number(state, "kl_coeff", float, "learner state")
+        self.steps_since_target_update = json_number(
+            state, "steps_since_target_update", int, "learner state"
+        )
 
 
 # ----------------------------------------------------------------------- training_step
@@ -204,6 +207,18 @@ class APPO(IMPALA):
         target = self.learner.target_module.get_state()
         checkpoint_io.save_tensors(directory / LEARNER_DIR / TARGET_MODULE_FILE, target)
 
-    def load_extra_files(self, directory: Path) -> None:
-        target = checkpoint_io.load_tensors(directory / LEARNER_DIR / TARGET_MODULE_FILE)
-        self.learner.target_module.set_state(target)
+    def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
+        name = (LEARNER_DIR / TARGET_MODULE_FILE).as_posix()
+        target = reader.tensors(name)
+        try:  # on a copy: a target that does not fit changes nothing
+            copy.deepcopy(self.learner.target_module).set_state(target)
+        except Exception as error:  # noqa: BLE001 - wrong keys or shapes
+            raise CheckpointError(
+                f"{reader.path(name)} does not fit this algorithm's target network "
+                f"({type(error).__name__})."
+            ) from None
+        return {"impala": super().load_extra_files(reader, extra_state), "target": target}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.learner.target_module.set_state(state["target"])
+        super().set_extra_state(state["impala"])

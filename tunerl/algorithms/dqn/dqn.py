@@ -13,13 +13,14 @@ import torch
 from tunerl.algorithms.dqn.dqn_module import Q_VALUES, DQNModule
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import Algorithm
+from tunerl.core.algorithm import STATE_FILE, Algorithm
+from tunerl.core.checkpoint_io import CheckpointReader, json_number
 from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
 from tunerl.core.learner import Learner, scheduled_value
 from tunerl.core.off_policy import (
     N_STEP_HELP,
     build_replay_state,
-    load_buffer,
+    read_buffer,
     replay_update,
     sample_into_buffer,
     save_buffer,
@@ -253,13 +254,22 @@ class DQN(Algorithm):
             "steps_since_target_update": self._steps_since_target_update,
         }
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._update_credit = float(state.get("update_credit", 0.0))
-        self._steps_since_target_update = int(state.get("steps_since_target_update", 0))
-
     def save_extra_files(self, directory: Path) -> None:
         save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
 
-    def load_extra_files(self, directory: Path) -> None:
-        load_buffer(self.replay_buffer, directory)
+    def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
+        where = f"{STATE_FILE}: extra"
+        return {
+            "update_credit": json_number(extra_state, "update_credit", float, where, 0.0),
+            "steps_since_target_update": json_number(
+                extra_state, "steps_since_target_update", int, where, 0
+            ),
+            "replay_buffer": read_buffer(reader, self.config.replay_buffer_config),
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._update_credit = state["update_credit"]
+        self._steps_since_target_update = state["steps_since_target_update"]
+        if state["replay_buffer"] is not None:
+            self.replay_buffer = state["replay_buffer"]
         self._set_epsilon()

@@ -293,11 +293,11 @@ class IMPALA(Algorithm):
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:
         drain_learner(self)
-        self.unreported_learner_stats = []
         super().load_checkpoint(checkpoint)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A restore: runners start fresh episodes, so samples in flight are not wanted.
+        self.unreported_learner_stats = []
         if self.async_sampler is not None:
             self.async_sampler.forget_requests()
 

@@ -11,6 +11,7 @@ import torch
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
+from tunerl.core.checkpoint_io import json_number
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.learner import Learner
 from tunerl.core.postprocessing import add_gae
@@ -180,7 +181,7 @@ class PPOLearner(Learner):
         return {"kl_coeff": self.kl_coeff}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeff = float(state["kl_coeff"])
+        self.kl_coeff = json_number(state, "kl_coeff", float, "learner state")
 
 
 # ----------------------------------------------------------------------- training_step

@@ -15,14 +15,15 @@ import torch
 from tunerl.algorithms.sac.sac_module import SACModule
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import Algorithm
+from tunerl.core.algorithm import STATE_FILE, Algorithm
+from tunerl.core.checkpoint_io import CheckpointReader, json_number
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
 from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.learner import Learner
 from tunerl.core.off_policy import (
     N_STEP_HELP,
     build_replay_state,
-    load_buffer,
+    read_buffer,
     replay_update,
     sample_into_buffer,
     save_buffer,
@@ -345,11 +346,18 @@ class SAC(Algorithm):
     def get_extra_state(self) -> dict[str, Any]:
         return {"update_credit": self._update_credit}
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._update_credit = float(state.get("update_credit", 0.0))
-
     def save_extra_files(self, directory: Path) -> None:
         save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
 
-    def load_extra_files(self, directory: Path) -> None:
-        load_buffer(self.replay_buffer, directory)
+    def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
+        return {
+            "update_credit": json_number(
+                extra_state, "update_credit", float, f"{STATE_FILE}: extra", 0.0
+            ),
+            "replay_buffer": read_buffer(reader, self.config.replay_buffer_config),
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._update_credit = state["update_credit"]
+        if state["replay_buffer"] is not None:
+            self.replay_buffer = state["replay_buffer"]
