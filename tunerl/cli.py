@@ -258,6 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         explore=args.explore,
         env_config=env_config,
+        allow_import=args.allow_import,
     )
     for i, (ret, length) in enumerate(zip(stats["episode_returns"], stats["episode_lengths"])):
         print(f"episode {i + 1:3d}  return {ret:9.2f}  length {length}")
@@ -415,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--explore", action="store_true", help="sample actions (default: greedy)")
     evaluate.add_argument("--render", action="store_true", help="render_mode='human'")
+    evaluate.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="let the checkpoint's classes be imported from PACKAGE (repeatable); by default "
+        "loading imports nothing",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     for name, func, help_text in (
