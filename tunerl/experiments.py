@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tunerl.core import metrics as m
 from tunerl.core.config import AlgorithmConfig, ConfigError
+from tunerl.tuning.search_space import (
+    RESULT_KEYS,
+    SearchSpaceError,
+    check_stop,
+    read_yaml,
+    search_space_from_dict,
+)
 
 _REQUIRED_KEYS = ("algo", "env", "stop", "target")
 _KEYS = (*_REQUIRED_KEYS, "name", "config", "description", "search_space", "num_samples")
@@ -53,8 +59,6 @@ class Experiment:
         """The experiment's search space (a file named relative to the experiment's folder
         or its parent): the experiment's config under the space's own fixed fields (which
         are set for the sweep), and the experiment's stop criteria."""
-        from tunerl.tuning.search_space import SearchSpaceError, search_space_from_dict
-
         if not self.search_space_path:
             raise ConfigError(f"Experiment {self.name!r} names no search_space.")
         base = self.path.parent if self.path else Path.cwd()
@@ -65,7 +69,7 @@ class Experiment:
                 f"Experiment {self.name!r}: search_space {self.search_space_path!r} not found "
                 f"(looked in {base} and {base.parent})."
             )
-        data = _read_yaml(found, SearchSpaceError)
+        data = read_yaml(found, SearchSpaceError)
         if isinstance(data, dict) and isinstance(data.get("config") or {}, dict):
             for key in ("algo", "env"):
                 if key in data and data[key] != getattr(self, key):
@@ -89,15 +93,6 @@ class Experiment:
         return config.update_from_dict({**self.config, **overrides})
 
 
-def _read_yaml(path: Path, error: type[ConfigError]) -> Any:
-    if not path.is_file():
-        raise error(f"{path}: no such file.")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as problem:
-        raise error(f"{path}: not valid YAML ({problem}).") from None
-
-
 def _closest(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -108,7 +103,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     from tunerl import ALGORITHMS
 
     path = Path(path)
-    data = _read_yaml(path, ConfigError)
+    data = read_yaml(path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an experiment file must be a mapping, got {type(data)}.")
     for key in data:
@@ -127,6 +122,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     stop = data["stop"]
     if not isinstance(stop, dict) or not all(_is_number(v) for v in stop.values()):
         raise ConfigError(f"{path}: stop needs a mapping of result key: number, got {stop!r}.")
+    stop = check_stop(stop, where=f"{path}: stop.")
     target = data["target"]
     if (
         not isinstance(target, dict)
@@ -175,13 +171,38 @@ def lookup(result: dict[str, Any], key: str) -> Any:
     return value
 
 
-def should_stop(result: dict[str, Any], stop: dict[str, float]) -> bool:
-    """Tune's dict stopper: any metric at or beyond its value."""
+def reached_stop_keys(result: dict[str, Any], stop: dict[str, float]) -> list[str]:
+    """The stop keys whose value in `result` is at or beyond the limit (Tune's dict stopper
+    stops when there is any). A key the result does not hold raises a ConfigError naming the
+    closest key it holds, as Tune does: such a criterion could never be met. Evaluation keys
+    are only in the results of evaluation iterations, so they may be missing."""
+    reached = []
     for key, limit in stop.items():
         value = lookup(result, key)
+        if value is None and not key.startswith(f"{m.EVALUATION_RESULTS}/"):
+            keys = sorted(set(_flat_keys(result)) | set(RESULT_KEYS))
+            raise ConfigError(
+                f"stop key {key!r} is not in the results, so it can never be met."
+                f"{_closest(key, keys)}"
+            )
         if value is not None and value == value and value >= limit:
-            return True
-    return False
+            reached.append(key)
+    return reached
+
+
+def should_stop(result: dict[str, Any], stop: dict[str, float]) -> bool:
+    """Tune's dict stopper: any metric at or beyond its value (see `reached_stop_keys`)."""
+    return bool(reached_stop_keys(result, stop))
+
+
+def _flat_keys(result: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in result.items():
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, f"{prefix}{name}/"))
+        elif name != "config":
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def run_experiment(path: str | os.PathLike, sweep: bool = False, **overrides: Any):

@@ -43,6 +43,9 @@ def test_shipped_experiments_load(path):
         ({"num_samples": 0}, ["num_samples must be a positive integer"]),
         ({"config": {"lrr": 1}}, ["config:", "'lr'"]),
         ({"stop": {"training_iteration": "two"}}, ["stop needs a mapping"]),
+        ({"stop": {"training_iteration": float("nan")}}, ["stop.training_iteration", "finite"]),
+        ({"stop": {"training_iteraton": 2}}, ["Did you mean 'training_iteration'?"]),
+        ({"config": {"model_config": {"fcnet_hidden": [8]}}}, ["'fcnet_hiddens'"]),
     ],
 )
 def test_experiment_errors_name_the_file_and_key(tmp_path, change, fragments):
@@ -58,6 +61,29 @@ def test_experiment_errors_name_the_file_and_key(tmp_path, change, fragments):
 def test_missing_experiment_file_is_a_config_error(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         load_experiment(tmp_path / "missing.yaml")
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "experiment.yaml"
+    path.write_text("algo: PPO\nenv: CartPole-v1\nstop: {training_iteration: 2\n")
+    with pytest.raises(ValueError) as error:
+        load_experiment(path)
+    (line,) = str(error.value).splitlines()
+    assert line.startswith(f"{path}:4:1: not valid YAML: "), line
+
+
+def test_rllib_stop_key_is_mapped_and_a_stop_key_missing_from_results_is_refused(tmp_path):
+    rllib = {**TINY_EXPERIMENT, "stop": {"episode_reward_mean": 5, "training_iteration": 2}}
+    experiment = load_experiment(write(tmp_path / "r.yaml", rllib))
+    assert experiment.stop == {"env_runners/episode_return_mean": 5, "training_iteration": 2}
+    # A key under learners/ is only known once the algorithm reports: refused at the first
+    # result, with the closest key that result holds.
+    typo = {**TINY_EXPERIMENT, "stop": {"learners/default_policy/polcy_loss": 1.0}}
+    with pytest.raises(ValueError) as error:
+        run_experiment(write(tmp_path / "t.yaml", typo))
+    message = str(error.value)
+    assert "'learners/default_policy/polcy_loss' is not in the results" in message
+    assert "Did you mean 'learners/default_policy/policy_loss'?" in message
 
 
 def test_run_experiment_trains_one_trial_and_says_whether_it_reached_the_target(tmp_path):

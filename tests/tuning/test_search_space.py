@@ -4,6 +4,8 @@ Optuna define-by-run function (with real Optuna studies and every sampler)."""
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import optuna
@@ -13,7 +15,7 @@ from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
 from tunerl.tuning import SearchSpaceError, build_tuner, load_search_space, make_sampler
-from tunerl.tuning.search_space import DefineByRun
+from tunerl.tuning.search_space import DefineByRun, check_stop
 from tunerl.tuning.sweep import SCHEDULERS
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -100,6 +102,28 @@ def test_shipped_search_spaces_build_a_tuner_with_every_scheduler(path, schedule
         ({**VALID, "config": {"lrr": 1}}, "config", ["'lr'"]),
         ({**VALID, "mode": "maximize"}, "mode", ["'max'"]),
         ({**VALID, "stop": {"training_iteration": "ten"}}, "stop.training_iteration", ["number"]),
+        (with_space(lr={"uniform": [1e-4, math.inf]}), "space.lr.uniform", ["finite"]),
+        (with_space(lr={"loguniform": [math.nan, 1e-3]}), "space.lr.loguniform", ["finite"]),
+        (
+            with_space(**{"model_config/fcnet_hidden": {"choice": [[8], [16]]}}),
+            "space.model_config/fcnet_hidden.choice",
+            ["unknown key 'fcnet_hidden'", "Did you mean 'fcnet_hiddens'?"],
+        ),
+        (
+            with_space(**{"model_config/fcnet_hiddens": {"choice": [[8], [-1]]}}),
+            "space.model_config/fcnet_hiddens.choice",
+            ["[-1]", "positive integers"],
+        ),
+        (
+            {**VALID, "stop": {"training_iteration": math.nan}},
+            "stop.training_iteration",
+            ["finite number", "never be met"],
+        ),
+        (
+            {**VALID, "stop": {"env_runners/episode_return_men": 400}},
+            "stop.env_runners/episode_return_men",
+            ["not a result key", "'env_runners/episode_return_mean'"],
+        ),
         ({**VALID, "space": {}}, "space", ["at least one field"]),
         (
             {**VALID, "points_to_evaluate": [{"lr": 1.0}]},
@@ -126,9 +150,13 @@ def test_search_space_errors_name_file_key_and_rule(tmp_path, data, key, fragmen
 
 def test_invalid_yaml_and_missing_file_are_search_space_errors(tmp_path):
     path = tmp_path / "broken.yaml"
-    path.write_text("space: {lr: [1, 2\n")
-    with pytest.raises(SearchSpaceError, match=f"{path}: not valid YAML"):
+    path.write_text("algo: PPO\nspace: {lr: [1, 2\n")
+    with pytest.raises(SearchSpaceError) as error:
         load_search_space(path)
+    # One line, file:line:column first, then what YAML expected and where it began.
+    (line,) = str(error.value).splitlines()
+    assert line.startswith(f"{path}:3:1: not valid YAML: expected ',' or ']'"), line
+    assert "at line 2" in line
     with pytest.raises(SearchSpaceError, match="does not exist"):
         load_search_space(tmp_path / "missing.yaml")
 
@@ -230,3 +258,20 @@ def test_define_by_run_is_picklable_for_tune_experiment_state(tmp_path):
     assert isinstance(restored, DefineByRun)
     assert [p.name for p in restored.params] == space.param_names
     assert pickle.loads(pickle.dumps(space.to_tune()))["env"] == "CartPole-v1"
+
+
+def test_rllib_stop_keys_map_to_tunerls_with_a_warning(tmp_path, caplog):
+    path = write_space(
+        tmp_path, {**VALID, "stop": {"episode_reward_mean": 400, "timesteps_total": 5e4}}
+    )
+    with caplog.at_level(logging.WARNING, logger="tunerl"):
+        space = load_search_space(path)
+    assert space.stop == {
+        "env_runners/episode_return_mean": 400,
+        "num_env_steps_sampled_lifetime": 5e4,
+    }
+    assert "episode_reward_mean is RLlib's name" in caplog.text
+    # Keys under learners/ and timers/ depend on the algorithm: not refused before the run.
+    assert check_stop({"learners/default_policy/vf_loss": 1.0}) == {
+        "learners/default_policy/vf_loss": 1.0
+    }

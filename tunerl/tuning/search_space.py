@@ -34,6 +34,8 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.tune.result import TIME_THIS_ITER_S, TIME_TOTAL_S, TRAINING_ITERATION
 
+from tunerl.core import metrics as m
 from tunerl.core.config import AlgorithmConfig, ConfigError, Field
 from tunerl.core.metrics import EPISODE_RETURN_MEAN_KEY
 
@@ -64,8 +68,58 @@ _FILE_KEYS = (
     "stop",
     "points_to_evaluate",
 )
+logger = logging.getLogger("tunerl")
 # Optuna's categorical distribution holds only these; other choices go through JSON text.
 _OPTUNA_SCALARS = (type(None), bool, int, float, str)
+
+
+_EPISODE_STATS = (
+    m.EPISODE_RETURN_MEAN,
+    m.EPISODE_RETURN_MAX,
+    m.EPISODE_RETURN_MIN,
+    m.EPISODE_LEN_MEAN,
+    m.NUM_EPISODES,
+    m.NUM_ENV_STEPS_SAMPLED,
+)
+# Result keys that count how far a run got: stop criteria on them are budgets (caps), the
+# others are targets.
+BUDGET_KEYS = (
+    TRAINING_ITERATION,
+    m.NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    m.NUM_ENV_STEPS_TRAINED_LIFETIME,
+    m.NUM_EPISODES_LIFETIME,
+    TIME_TOTAL_S,
+)
+# Every result key tunerl reports, besides those under `learners/` and `timers/`, whose
+# names depend on the algorithm and module (and keys that callbacks add).
+RESULT_KEYS = (
+    *BUDGET_KEYS,
+    TIME_THIS_ITER_S,
+    "time_since_restore",
+    "iterations_since_restore",
+    m.ENV_STEPS_PER_S,
+    *(f"{m.ENV_RUNNER_RESULTS}/{stat}" for stat in _EPISODE_STATS),
+    *(f"{m.EVALUATION_RESULTS}/{m.ENV_RUNNER_RESULTS}/{stat}" for stat in _EPISODE_STATS),
+    f"{m.FAULT_TOLERANCE}/{m.NUM_HEALTHY_ENV_RUNNERS}",
+    f"{m.FAULT_TOLERANCE}/{m.NUM_ENV_RUNNER_RESTARTS}",
+)
+# RLlib's names (old API stack and `rllib train` examples) of keys tunerl reports as others.
+RLLIB_RESULT_KEYS = {
+    "episode_reward_mean": m.EPISODE_RETURN_MEAN_KEY,
+    "episode_reward_max": f"{m.ENV_RUNNER_RESULTS}/{m.EPISODE_RETURN_MAX}",
+    "episode_reward_min": f"{m.ENV_RUNNER_RESULTS}/{m.EPISODE_RETURN_MIN}",
+    "episode_len_mean": f"{m.ENV_RUNNER_RESULTS}/{m.EPISODE_LEN_MEAN}",
+    "env_runners/episode_reward_mean": m.EPISODE_RETURN_MEAN_KEY,
+    "evaluation/episode_reward_mean": m.EVALUATION_RETURN_MEAN_KEY,
+    "evaluation/env_runners/episode_reward_mean": m.EVALUATION_RETURN_MEAN_KEY,
+    "timesteps_total": m.NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    "num_env_steps_sampled": m.NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    "episodes_total": m.NUM_EPISODES_LIFETIME,
+}
+_OPEN_RESULT_SECTIONS = (f"{m.LEARNER_RESULTS}/", f"{m.TIMERS}/")
+# How close (difflib ratio) an unknown key must be to a known one to be taken for a typo of
+# it; a key further from all of them may be one a callback adds, and is checked in the run.
+_TYPO_CUTOFF = 0.8
 
 
 class SearchSpaceError(ConfigError):
@@ -284,10 +338,18 @@ def _is_number(value: Any) -> bool:
 
 def _check_value(base: AlgorithmConfig, name: str, value: Any) -> str | None:
     """None if the config field `name` accepts `value`, else the config's own message."""
-    if PATH_SEPARATOR in name:
-        return None  # inside a dict field: the config checks the dict as a whole, in the trial
+    probe = base.copy()
     try:
-        base.copy().update_from_dict({name: value})
+        if PATH_SEPARATOR in name:
+            # Inside a dict field: the dict with this value in it, checked as a whole (a
+            # model_config key the module does not read is refused by validate()).
+            head, _, rest = name.partition(PATH_SEPARATOR)
+            inner = copy.deepcopy(getattr(probe, head)) or {}
+            set_path(inner, rest, value)
+            probe.update_from_dict({head: inner})
+            probe.validate()
+        else:
+            probe.update_from_dict({name: value})
     except ConfigError as error:
         return str(error)
     return None
@@ -332,8 +394,8 @@ def _check_param(
     if not isinstance(args, list) or not args:
         raise _fail(path, where, f"needs a non-empty list, got {args!r}.")
     if distribution in RANGE_DISTRIBUTIONS:
-        if len(args) != 2 or not all(_is_number(a) for a in args):
-            raise _fail(path, where, f"needs [low, high], two numbers, got {args!r}.")
+        if len(args) != 2 or not all(_is_number(a) and math.isfinite(a) for a in args):
+            raise _fail(path, where, f"needs [low, high], two finite numbers, got {args!r}.")
         low, high = args
         if not low < high:
             raise _fail(path, where, f"low {low!r} must be below high {high!r}.")
@@ -410,13 +472,69 @@ def _check_points(points: Any, params: list[Param], path: Path | None) -> list[d
     return list(points)
 
 
-def _check_stop(stop: Any, path: Path | None) -> dict[str, float]:
-    if not isinstance(stop, dict):
-        raise _fail(path, "stop", f"needs a mapping of result key: number, got {stop!r}.")
+def check_stop(stop: Any, where: str = "stop.") -> dict[str, float]:
+    """Stop criteria `{result key: number}` as Tune and `tunerl train` take them: values
+    finite numbers, RLlib's key names mapped to tunerl's (with a warning), and a key that is
+    a near miss of a result key refused with the closest one. Messages name each key as
+    `where` + key ("stop.lr" in a file, "--stop lr" on the command line)."""
+    if not isinstance(stop, Mapping):
+        raise ConfigError(
+            f"{where.rstrip('. ')}: needs a mapping of result key: number, got {stop!r}."
+        )
+    checked: dict[str, float] = {}
     for key, value in stop.items():
-        if not _is_number(value):
-            raise _fail(path, f"stop.{key}", f"needs a number, got {value!r}.")
-    return dict(stop)
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{where}{key!r}: not a result key.")
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(
+                f"{where}{key}: needs a finite number, got {value!r} (a NaN or inf criterion "
+                "can never be met)."
+            )
+        if key in RLLIB_RESULT_KEYS:
+            logger.warning(
+                "%s%s is RLlib's name of a key tunerl reports as %s; stopping on that.",
+                where,
+                key,
+                RLLIB_RESULT_KEYS[key],
+            )
+            key = RLLIB_RESULT_KEYS[key]
+        elif key not in RESULT_KEYS and not key.startswith(_OPEN_RESULT_SECTIONS):
+            close = difflib.get_close_matches(key, RESULT_KEYS, n=1, cutoff=_TYPO_CUTOFF)
+            if close:
+                raise ConfigError(f"{where}{key}: not a result key. Did you mean {close[0]!r}?")
+        checked[key] = value
+    return checked
+
+
+def _check_stop(stop: Any, path: Path | None) -> dict[str, float]:
+    try:
+        return check_stop(stop)
+    except ConfigError as error:
+        location = f"{path}: " if path else ""
+        raise SearchSpaceError(f"{location}{error}") from None
+
+
+def yaml_error_message(path: str | os.PathLike, error: yaml.YAMLError) -> str:
+    """One line for a YAML error: `file:line:column: not valid YAML: what (where it began)`."""
+    mark = getattr(error, "problem_mark", None)
+    location = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    return f"{location}: not valid YAML: {problem}."
+
+
+def read_yaml(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -> Any:
+    """The data of a YAML file (safe_load: plain data, no Python objects); a missing file
+    or a syntax error raises `error` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file.")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as problem:
+        raise error(yaml_error_message(path, problem)) from None
 
 
 def load_search_space(path: str | os.PathLike) -> SearchSpace:
@@ -425,11 +543,7 @@ def load_search_space(path: str | os.PathLike) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise SearchSpaceError(f"Search-space file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SearchSpaceError(f"{path}: not valid YAML ({error}).") from None
-    return search_space_from_dict(data, path)
+    return search_space_from_dict(read_yaml(path, SearchSpaceError), path)
 
 
 def search_space_from_dict(

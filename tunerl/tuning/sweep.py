@@ -30,6 +30,7 @@ from tunerl.tuning.search_space import (
     UNIFORM,
     Param,
     SearchSpace,
+    check_stop,
     get_path,
     nest,
     set_path,
@@ -245,7 +246,7 @@ def build_tuner(
         raise ConfigError(f"num_samples={num_samples} must be at least 1.")
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"max_concurrent={max_concurrent} must be at least 1 (or None).")
-    stop = dict(stop or space.stop or DEFAULT_STOP)
+    stop = check_stop(stop or space.stop or DEFAULT_STOP)
     if scheduler in PERTURBING_SCHEDULERS:
         num_to_keep = max(num_to_keep, PBT_MIN_CHECKPOINTS_TO_KEEP)
     search_alg = None
