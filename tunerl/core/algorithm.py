@@ -489,10 +489,10 @@ class Algorithm(tune.Trainable):
         result of `save()` is loaded by `load_checkpoint` (Ray's version unpickles a
         `_dict_checkpoint.pkl` first, which a tunerl checkpoint refuses)."""
         metrics: dict[str, Any] = {}
-        if isinstance(checkpoint_path, str | os.PathLike):
-            checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_path))
-        elif isinstance(checkpoint_path, tune.Checkpoint):
+        if isinstance(checkpoint_path, tune.Checkpoint):  # before PathLike: it is one
             checkpoint = checkpoint_path
+        elif isinstance(checkpoint_path, str | os.PathLike):
+            checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_path))
         elif isinstance(getattr(checkpoint_path, "checkpoint", None), tune.Checkpoint):
             checkpoint, metrics = checkpoint_path.checkpoint, checkpoint_path.metrics or {}
         else:
@@ -815,26 +815,31 @@ def _check_like(loaded: Any, live: Any, where: Any, field: str) -> None:
     """`loaded` has the layout of `live`: the same keys at every level, tensors of the same
     shape and dtype, numbers for numbers. Lists of another length are left to the loader
     (an optimizer may upgrade an older layout, or refuse it)."""
+
+    def describe(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        if isinstance(value, dict):
+            return f"an object with keys {sorted(value, key=str)}"
+        return repr(value)
+
     if isinstance(live, torch.Tensor):
         ok = isinstance(loaded, torch.Tensor)
         ok = ok and loaded.shape == live.shape and loaded.dtype == live.dtype
-        wanted = f"a {live.dtype} tensor of shape {tuple(live.shape)}"
-        shown = (
-            f"a {loaded.dtype} tensor of shape {tuple(loaded.shape)}"
-            if isinstance(loaded, torch.Tensor)
-            else loaded
-        )
-        _check(ok, where, field, shown, wanted)
     elif isinstance(live, dict):
-        _check(isinstance(loaded, dict), where, field, type(loaded).__name__, "a dict")
-        loaded_keys, live_keys = sorted(loaded, key=str), sorted(live, key=str)
-        _check(loaded_keys == live_keys, where, field, f"keys {loaded_keys}", f"keys {live_keys}")
+        ok = isinstance(loaded, dict) and sorted(loaded, key=str) == sorted(live, key=str)
+    elif isinstance(live, list | tuple):
+        ok = isinstance(loaded, list | tuple)
+    else:
+        ok = _is_number(loaded) if _is_number(live) else True
+    if not ok:
+        raise CheckpointError(
+            f"{where}: {field} is {describe(loaded)}; it must be {describe(live)} "
+            "(the layout of this algorithm's own)."
+        )
+    if isinstance(live, dict):
         for key in live:
             _check_like(loaded[key], live[key], where, f"{field}.{key}")
-    elif isinstance(live, list | tuple):
-        _check(isinstance(loaded, list | tuple), where, field, type(loaded).__name__, "a list")
-        if len(loaded) == len(live):
-            for index, (a, b) in enumerate(zip(loaded, live)):
-                _check_like(a, b, where, f"{field}[{index}]")
-    elif _is_number(live):
-        _check(_is_number(loaded), where, field, loaded, "a number")
+    elif isinstance(live, list | tuple) and len(loaded) == len(live):
+        for index, (a, b) in enumerate(zip(loaded, live)):
+            _check_like(a, b, where, f"{field}[{index}]")

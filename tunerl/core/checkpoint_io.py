@@ -188,7 +188,7 @@ class CheckpointReader:
             if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
                 raise CheckpointError(f"{where}: files[{name!r}] = {digest!r} is not a SHA-256.")
         unlisted = sorted(present - set(files) - {MANIFEST})
-        pickles = [name for name in unlisted if name.endswith(PICKLE_SUFFIXES)]
+        pickles = sorted(name for name in present if name.endswith(PICKLE_SUFFIXES))
         if pickles:
             raise CheckpointError(
                 f"{self.directory} holds pickle files {pickles}. A tunerl checkpoint is JSON and "
