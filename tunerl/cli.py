@@ -27,6 +27,10 @@ class CLIError(Exception):
     """A one-line message for the user; the command exits with status 2."""
 
 
+# Exit statuses: 0 done; 1 `tunerl train` ended at a cap (env steps, iterations, time)
+# without reaching its target; 2 a user error (bad option, config, file or checkpoint),
+# one paragraph on stderr and no traceback; 130 interrupted.
+TARGET_MISSED_EXIT = 1
 ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
 DEFAULT_TRAIN_STOP = {"num_env_steps_sampled_lifetime": 100_000}
@@ -37,31 +41,57 @@ PROGRESS_COLUMNS = {
     "training_iteration": "iter",
     "num_env_steps_sampled_lifetime": "env steps",
 }
+# RLlib's `--framework`: tunerl runs on torch only.
+FRAMEWORKS = ("torch",)
+# How `tunerl train` names the cap a run stopped at ("the 100,000 env-step cap").
+CAP_UNITS = {
+    "training_iteration": "iteration",
+    "num_env_steps_sampled_lifetime": "env-step",
+    "num_env_steps_trained_lifetime": "trained-env-step",
+    "num_episodes_lifetime": "episode",
+    "time_total_s": "second",
+}
 
 
 def _parse_stop(items: list[str]) -> dict[str, float]:
-    stop = {}
+    """`--stop KEY=VALUE` (repeatable) or RLlib's `--stop '{"KEY": VALUE, ...}'`."""
+    from tunerl.tuning.search_space import check_stop
+
+    stop: dict[str, Any] = {}
     for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                given = json.loads(item)
+            except json.JSONDecodeError as error:
+                raise CLIError(f"--stop {item!r}: not a valid JSON object ({error}).") from None
+            if not isinstance(given, dict):
+                raise CLIError(f"--stop {item!r}: expected a JSON object of key: number.")
+            stop.update(given)
+            continue
         key, sep, value = item.partition("=")
         if not sep:
             raise CLIError(
-                f"--stop {item!r}: expected KEY=VALUE, e.g. env_runners/episode_return_mean=450."
+                f"--stop {item!r}: expected KEY=VALUE, e.g. env_runners/episode_return_mean=450, "
+                """or a JSON object, e.g. '{"training_iteration": 2}'."""
             )
         try:
             stop[key] = float(value)
         except ValueError:
             raise CLIError(f"--stop {item!r}: {value!r} is not a number.") from None
-    return stop
+    return check_stop(stop, where="--stop ")
 
 
 def _parse_config(text: str | None) -> dict[str, Any]:
+    """`--config`: a JSON object, or a YAML/JSON file holding a mapping. RLlib's
+    `"framework": "torch"` is accepted and dropped (torch is the only framework)."""
+    from tunerl.core.config import ConfigError
+    from tunerl.tuning.search_space import read_yaml
+
     if not text:
         return {}
     path = Path(text)
     if path.is_file():
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path, ConfigError)
     else:
         try:
             data = json.loads(text)
@@ -69,7 +99,18 @@ def _parse_config(text: str | None) -> dict[str, Any]:
             raise CLIError(f"--config: neither a file nor valid JSON ({error}).") from None
     if not isinstance(data, dict):
         raise CLIError("--config must be a JSON object or a YAML/JSON file holding a mapping.")
+    if "framework" in data:
+        _framework(data.pop("framework"))
     return data
+
+
+def _framework(name: Any) -> str:
+    if name not in FRAMEWORKS:
+        raise CLIError(
+            f"framework {name!r}: tunerl runs on torch only; pass --framework torch (or "
+            "--torch), or leave it out."
+        )
+    return name
 
 
 def _algo_class(name: str):
@@ -98,22 +139,26 @@ def _print_progress(result: dict, start: float) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tunerl.experiments import load_experiment, should_stop
+    from tunerl.core import metrics as m
+    from tunerl.experiments import load_experiment, lookup, reached_stop_keys
+    from tunerl.tuning.search_space import BUDGET_KEYS
 
     start = time.perf_counter()
+    user_stop = _parse_stop(args.stop)
     if args.experiment:
         experiment = load_experiment(args.experiment)
         config = experiment.algo_config()
-        stop = experiment.stop
+        stop = {**experiment.stop, **user_stop}
+        targets = {experiment.target_metric: experiment.target_value}
         algo_name, env_name = experiment.algo, experiment.env
     else:
         if not args.env:
             raise CLIError("tunerl train needs --env (or an experiment file).")
         algo_name, env_name = args.algo, args.env
         config = _algo_class(args.algo).get_default_config().environment(args.env)
-        stop = dict(DEFAULT_TRAIN_STOP)
+        stop = {**DEFAULT_TRAIN_STOP, **user_stop}
+        targets = {key: value for key, value in stop.items() if key not in BUDGET_KEYS}
     config.update_from_dict(_parse_config(args.config))
-    stop = {**stop, **_parse_stop(args.stop)} if args.stop else stop
     if args.seed is not None:
         config.debugging(seed=args.seed)
     algo = config.build_algo()
@@ -121,31 +166,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         while True:
             result = algo.train()
             _print_progress(result, start)
-            if should_stop(result, stop):
+            reached = reached_stop_keys(result, stop)
+            if reached:
                 break
         default_dir = DEFAULT_RESULTS_DIR / f"{algo_name}_{env_name.replace('/', '_')}"
         path = algo.save_to_path(Path(args.checkpoint_dir or default_dir) / "checkpoint")
         print(f"checkpoint: {path}")
     finally:
         algo.stop()
-    return 0
+    # As Tune's dict stopper: reaching any target is success.
+    if not targets or reached_stop_keys(result, targets):
+        return 0
+    cap = reached[0]
+    unit = CAP_UNITS.get(cap)
+    limit = f"{stop[cap]:,.0f}" if float(stop[cap]).is_integer() else f"{stop[cap]:,g}"
+    where = f"the {limit} {unit} cap" if unit else f"the cap {cap}={limit}"
+    episode_return = lookup(result, m.EPISODE_RETURN_MEAN_KEY)
+    with_return = (
+        f" with {m.EPISODE_RETURN_MEAN} {episode_return:.1f}" if episode_return is not None else ""
+    )
+    wanted = " or ".join(f"{key}={value:g}" for key, value in targets.items())
+    print(
+        f"tunerl: stopped at {where}{with_return}; the target {wanted} was not reached.",
+        file=sys.stderr,
+    )
+    return TARGET_MISSED_EXIT
 
 
 def _load_space(path: str):
     """A search-space file, or an experiment file that names one."""
-    import yaml
-
-    from tunerl.tuning.search_space import load_search_space
+    from tunerl.tuning.search_space import SearchSpaceError, load_search_space, read_yaml
 
     file = Path(path)
     if file.is_dir():
         raise CLIError(f"{path} is a folder: to continue the sweep in it, add --resume.")
     if not file.is_file():
         raise CLIError(f"{path}: no such file (expected a search space or an experiment).")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise CLIError(f"{path}: not valid YAML ({error}).") from None
+    data = read_yaml(file, SearchSpaceError)
     if isinstance(data, dict) and "space" not in data and "search_space" in data:
         from tunerl.experiments import load_experiment
 
@@ -249,8 +306,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tunerl.core.rl_module import MODULE_SPEC_FILE
     from tunerl.tuning import evaluate_checkpoint
 
+    if (Path(args.checkpoint) / MODULE_SPEC_FILE).is_file():
+        raise CLIError(
+            f"{args.checkpoint} is a module folder: it holds the network, not the env and "
+            "config to run it in. Evaluate the algorithm checkpoint it belongs to (the folder "
+            "above learner_group/), or a folder written by tunerl best --export; in Python, "
+            "RLModule.from_checkpoint() loads the module alone."
+        )
     env_config = {"render_mode": "human"} if args.render else None
     stats = evaluate_checkpoint(
         args.checkpoint,
@@ -305,6 +370,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _framework_option(name: str) -> str:
+    try:
+        return _framework(name)
+    except CLIError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with the closest valid option named when one is misspelled."""
 
@@ -355,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one algorithm in this process")
     train.add_argument("experiment", nargs="?", help="an experiments/*.yaml file (optional)")
-    train.add_argument("--algo", default="PPO", help="algorithm name (default PPO)")
+    train.add_argument(
+        "--algo", "--run", default="PPO", help="algorithm name (default PPO; --run as in RLlib)"
+    )
     train.add_argument("--env", help="Gymnasium id or registered env name")
     train.add_argument("--config", help="config fields as JSON, or a YAML/JSON file")
     train.add_argument(
@@ -363,9 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="stop when a result key reaches VALUE (repeatable); default "
-        "num_env_steps_sampled_lifetime=100000",
+        help="stop when a result key reaches VALUE (repeatable; or a JSON object as in "
+        "RLlib); beside it the cap num_env_steps_sampled_lifetime=100000 holds. Ending at "
+        "a cap without reaching the other keys exits with status 1",
     )
+    train.add_argument(
+        "--framework",
+        type=_framework_option,
+        default="torch",
+        help="accepted for RLlib's command lines: torch is the only framework",
+    )
+    train.add_argument("--torch", action="store_true", help="RLlib's spelling of --framework torch")
     train.add_argument("--seed", type=int, help="seed of every random stream")
     train.add_argument(
         "--checkpoint-dir", help="where the final checkpoint goes (default results/<algo>_<env>)"
@@ -398,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="stop a trial when a result key reaches VALUE (repeatable; default: the file's)",
+        help="stop a trial when a result key reaches VALUE (repeatable, or a JSON object; "
+        "default: the file's)",
     )
     tune_cmd.add_argument("--storage-path", help="results root (default ~/tunerl_results)")
     tune_cmd.add_argument("--name", help="experiment name (a folder under the storage path)")
@@ -472,21 +555,56 @@ def _quiet() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    _quiet()
-    args = build_parser().parse_args(argv)
+def _user_error_message(error: BaseException) -> str | None:
+    """The message of an error the user can fix (their option, config, file, checkpoint or
+    env), None for anything else, which is a bug and keeps its traceback. The one place
+    that knows tunerl's error types."""
+    import yaml
+
     from tunerl.core.checkpoint_io import CheckpointError
     from tunerl.core.config import ConfigError
+    from tunerl.core.rl_module import UnsupportedSpaceError
     from tunerl.env.registry import EnvError
+    from tunerl.tuning.search_space import yaml_error_message
 
+    if isinstance(error, yaml.YAMLError):
+        mark = getattr(error, "problem_mark", None)
+        return yaml_error_message(mark.name if mark else "YAML", error)
+    user_errors = (CLIError, ConfigError, EnvError, CheckpointError, UnsupportedSpaceError)
+    if isinstance(error, user_errors):
+        return str(error)
+    return None
+
+
+class _OneLineHandler(logging.StreamHandler):
+    """tunerl's warnings on stderr as `tunerl: warning: ...` (e.g. an RLlib stop key mapped
+    to tunerl's name)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # the current one (tests and callers may replace it)
+        super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"tunerl: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    library_logger = logging.getLogger("tunerl")
+    if not any(isinstance(h, _OneLineHandler) for h in library_logger.handlers):
+        library_logger.addHandler(_OneLineHandler())
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError, EnvError, CheckpointError) as error:
-        print(f"tunerl: error: {error}", file=sys.stderr)
-        return ERROR_EXIT
     except KeyboardInterrupt:
         print("tunerl: interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
+    except Exception as error:
+        message = _user_error_message(error)
+        if message is None:
+            raise
+        print(f"tunerl: error: {message}", file=sys.stderr)
+        return ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The command line, run as users run it (`python -m tunerl ...` in a subprocess): a sweep,
-then ranking, export, evaluation and a plot of it; training; errors with suggestions."""
+then ranking, export, evaluation and a plot of it; training, RLlib's spellings and the exit
+status of a run that misses its target; user errors as a short message, never a traceback."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import ray
 import yaml
 
 from tunerl.cli import main
+from tunerl.core.rl_module import DefaultRLModule
 
 from .sweep_helpers import TINY_CONFIG
 
@@ -257,3 +260,157 @@ def test_mistakes_exit_2_with_one_line_naming_the_closest_valid_name(
     assert out == ""
     (line,) = err.strip().splitlines()
     assert line.startswith("tunerl") and expected in line, line
+
+
+# ---------------------------------------------------------- RLlib's spellings (seed 000)
+def test_rllibs_command_line_runs(tmp_path):
+    """`rllib train --run APPO --env CartPole-v0 --torch` with a JSON --stop, and the
+    --framework spelling with a JSON --config."""
+    stop = '{"training_iteration": 1}'
+    processes = run_all(
+        [
+            ["train", "--run", "APPO", "--env", "CartPole-v0", "--torch", "--stop", stop],
+            [
+                "train",
+                "--run",
+                "PPO",
+                "--env",
+                "CartPole-v1",
+                "--framework",
+                "torch",
+                "--config",
+                json.dumps({**TINY_CONFIG, "framework": "torch"}),
+                "--stop",
+                stop,
+            ],
+        ],
+        cwd=tmp_path,
+    )
+    for process, name in zip(processes, ("APPO_CartPole-v0", "PPO_CartPole-v1")):
+        assert process.returncode == 0, process.stderr
+        assert process.stdout.splitlines()[0].startswith("iter    1 ")
+        assert (tmp_path / "results" / name / "checkpoint" / "MANIFEST.json").is_file()
+        assert_quiet(process)
+
+
+# ------------------------------------------------------ a run that misses its target
+def test_train_that_ends_at_a_cap_without_its_target_says_so_and_exits_1(cli, tmp_path):
+    status, out, err = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--config",
+        TINY_CONFIG_JSON,
+        "--stop",
+        "episode_reward_mean=10000",
+        "--stop",
+        "num_env_steps_sampled_lifetime=500",
+        "--checkpoint-dir",
+        str(tmp_path / "run"),
+    )
+    assert status == 1
+    assert (tmp_path / "run" / "checkpoint" / "MANIFEST.json").is_file()  # the work is kept
+    warning, summary = err.strip().splitlines()
+    assert warning.startswith("tunerl: warning: --stop episode_reward_mean is RLlib's name")
+    last_return = float(re.findall(r"return +([\d.]+)", out)[-1])
+    assert summary == (
+        f"tunerl: stopped at the 500 env-step cap with episode_return_mean {last_return:.1f}; "
+        "the target env_runners/episode_return_mean=10000 was not reached."
+    )
+
+
+def test_train_that_reaches_its_target_exits_0(cli, tmp_path):
+    status, _, err = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--config",
+        TINY_CONFIG_JSON,
+        "--stop",
+        '{"env_runners/episode_return_mean": 1, "training_iteration": 5}',
+        "--checkpoint-dir",
+        str(tmp_path / "run"),
+    )
+    assert (status, err) == (0, "")
+
+
+# ----------------------------------------------- user errors: one paragraph, status 2
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("train", "--env", "CartPole-v1", "--config", "bad_config.yaml"), "bad_config.yaml:2:"),
+        (
+            ("train", "--algo", "DQN", "--env", "MountainCarContinuous-v0"),
+            "DQN needs a Discrete action space",
+        ),
+        (("evaluate", "module"), "is a module folder"),
+        (("evaluate", "bad_config.yaml"), "bad_config.yaml"),
+        (("train", "--env", "CartPole-v1", "--stop", "training_iteration=nan"), "finite number"),
+        (("train", "--env", "CartPole-v1", "--stop", '{"time_total_s": Infinity}'), "finite"),
+        (
+            ("train", "--env", "CartPole-v1", "--stop", "env_runners/episode_return_men=1"),
+            "Did you mean 'env_runners/episode_return_mean'?",
+        ),
+        (
+            (
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--config",
+                '{"model_config": {"fcnet_hidden": [8]}}',
+            ),
+            "Did you mean 'fcnet_hiddens'?",
+        ),
+        (
+            (
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--config",
+                '{"model_config": {"fcnet_hiddens": [-1]}}',
+            ),
+            "list of positive integers",
+        ),
+        (
+            (
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--config",
+                '{"model_config": {"fcnet_hiddens": "64"}}',
+            ),
+            "list of positive integers",
+        ),
+        (("train", "--env", "CartPole-v1", "--config", '{"grad_clip": Infinity}'), "inf is not"),
+        (("train", "--env", "CartPole-v1", "--framework", "tf2"), "torch only"),
+        (("train", "--env", "CartPole-v1", "--config", '{"framework": "tf"}'), "torch only"),
+        (("tune", "nested_typo.yaml"), "space.model_config/fcnet_hidden.choice: "),
+        (("tune", "bad_config.yaml"), "bad_config.yaml:2:3: not valid YAML"),
+    ],
+)
+def test_user_errors_exit_2_with_a_short_message_and_no_traceback(
+    cli, tmp_path, monkeypatch, args, expected
+):
+    (tmp_path / "bad_config.yaml").write_text("lr: [1,\n  - 2\n")
+    nested = {
+        "algo": "PPO",
+        "env": "CartPole-v1",
+        "space": {"model_config/fcnet_hidden": {"choice": [[8], [16]]}},
+    }
+    (tmp_path / "nested_typo.yaml").write_text(yaml.safe_dump(nested))
+    DefaultRLModule(*_cartpole_spaces()).save_to_path(tmp_path / "module")
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli(*args)
+    assert status == 2, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3, err
+    assert err.startswith("tunerl") and expected in err, err
+
+
+def _cartpole_spaces():
+    env = gym.make("CartPole-v1")
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
