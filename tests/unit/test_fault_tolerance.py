@@ -73,6 +73,37 @@ class FlakyCartPole(gym.Wrapper):
 
 tunerl.register_env(FLAKY_ENV, FlakyCartPole)
 
+RANDOMLY_FAILING_ENV = "tunerl-test-randomly-failing-cartpole"
+
+
+class RandomlyFailingCartPole(gym.Wrapper):
+    """CartPole whose every step raises with probability `failure_rate`, drawn from a
+    generator seeded by the runner's `reset(seed=...)` (a restarted runner draws a new seed
+    from the algorithm's stream, so a seeded run fails at the same steps every time). Each
+    failure leaves a file in `failures_dir`: the test counts them."""
+
+    def __init__(self, context):
+        super().__init__(gym.make("CartPole-v1"))
+        self.failure_rate = context["failure_rate"]
+        self.failures_dir = Path(context["failures_dir"])
+        self.rng = np.random.default_rng(0)
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.steps += 1
+        if self.rng.random() < self.failure_rate:
+            (self.failures_dir / f"{os.getpid()}-{self.steps}").touch()
+            raise RuntimeError(f"tunerl-test flaky env failed at step {self.steps}")
+        return self.env.step(action)
+
+
+tunerl.register_env(RANDOMLY_FAILING_ENV, RandomlyFailingCartPole)
+
 
 class BatchRecorder(Callbacks):
     """Records, in the algorithm's process, the rows and the finished episodes of every
@@ -247,8 +278,11 @@ def test_a_sub_env_that_raises_is_recreated_in_place(
 
 def test_without_sub_env_restarts_a_local_env_error_reaches_the_user(tiny_config, build, tmp_path):
     algo = build(flaky_config(tiny_config, tmp_path, 0, mode="raise", worker_index=0))
-    with pytest.raises(RuntimeError, match="tunerl-test env broke at step 30"):
+    with pytest.raises(RuntimeError, match="tunerl-test env broke at step 30") as caught:
         algo.train()
+    # The env's own exception, raised where it was raised (not wrapped, not swallowed).
+    assert type(caught.value) is RuntimeError
+    assert caught.traceback[-1].name == "_misbehave"
 
 
 def test_a_late_runner_is_skipped_with_a_warning_not_waited_for(
@@ -270,6 +304,57 @@ def test_a_late_runner_is_skipped_with_a_warning_not_waited_for(
     assert algo.callbacks.runner_indexes == [{1}, {1}]
     assert_counts_right(algo, results[-1])
     assert results[-1][m.FAULT_TOLERANCE][m.NUM_HEALTHY_ENV_RUNNERS] == 2
+
+
+def randomly_failing_config(tiny_config, failures_dir: Path, seed: int):
+    """One remote runner with one CartPole that fails on about 1 step in 150, 128 steps an
+    iteration: more than half of the sample requests fail, and three in a row often do (the
+    old sampler gave up after three rounds and trained on what it had, or on nothing)."""
+    failures_dir.mkdir()
+    env_config = {"failure_rate": 1 / 150, "failures_dir": str(failures_dir)}
+    return (
+        tiny_config(env=RANDOMLY_FAILING_ENV, seed=seed)
+        .environment(env_config=env_config)
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=1)
+        .training(train_batch_size_per_learner=128, minibatch_size=64)
+        .callbacks(BatchRecorder)
+    )
+
+
+def test_sampling_retries_until_the_batch_is_full_while_restarts_are_left(
+    local_ray, tiny_config, build, tmp_path
+):
+    failures = tmp_path / "failures"
+    algo = build(randomly_failing_config(tiny_config, failures, seed=4))
+    results = [algo.train() for _ in range(3)]
+
+    num_failures = len(list(failures.iterdir()))
+    restarts = [0] + [result[m.FAULT_TOLERANCE][m.NUM_ENV_RUNNER_RESTARTS] for result in results]
+    # With this seed one iteration's sample failed three times or more in a row (and was
+    # still filled): the case a fixed number of rounds gets wrong.
+    assert max(b - a for a, b in zip(restarts, restarts[1:])) >= 3
+    assert results[-1][m.FAULT_TOLERANCE] == {
+        m.NUM_HEALTHY_ENV_RUNNERS: 1,
+        m.NUM_ENV_RUNNER_RESTARTS: num_failures,  # one restart per env failure
+    }
+    assert_counts_right(algo, results[-1])  # every batch trained on was full
+
+
+def test_when_the_restarts_are_spent_the_error_carries_the_envs_own_error_and_traceback(
+    local_ray, tiny_config, build, tmp_path
+):
+    config = randomly_failing_config(tiny_config, tmp_path / "failures", seed=4)
+    algo = build(config.fault_tolerance(max_num_env_runner_restarts=1))
+    with pytest.raises(EnvRunnerFailure) as caught:
+        for _ in range(50):  # the second failure ends it, within a few iterations
+            algo.train()
+
+    message = str(caught.value)
+    assert "RuntimeError: tunerl-test flaky env failed at step" in message
+    assert "Traceback (most recent call last):" in message
+    assert "in step" in message  # the env's own frame, from the runner's process
+    assert "used 1 of its max_num_env_runner_restarts=1 restarts" in message
+    assert algo.env_runner_group.num_restarts == 1
 
 
 # ------------------------------------------------------------- a Tune trial that dies
