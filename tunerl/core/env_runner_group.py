@@ -208,16 +208,26 @@ class EnvRunnerGroup:
         if gpus:
             have += f" and {free.get('GPU', 0):g} of {total.get('GPU', 0):g} GPUs"
         count = len(self._remote)
-        return (
+        head = (
             f"{num_not_started} of {num_starting} env runner actors did not start within "
             f"env_runner_start_timeout_s={config.env_runner_start_timeout_s:g}: this group asks "
-            f"for {count} runners ({self._count_field}={count}) of {asked} each "
-            f"(num_cpus_per_env_runner={cpus:g}, num_gpus_per_env_runner={gpus:g}), and the "
-            f"Ray cluster has {have} free now. Free them or ask for less: stop another "
-            "algorithm that holds them (algo.stop()), use fewer runners, give each less "
+            f"for {count} runner{'s' if count != 1 else ''} ({self._count_field}={count}) of "
+            f"{asked} each (num_cpus_per_env_runner={cpus:g}, num_gpus_per_env_runner="
+            f"{gpus:g}), and the Ray cluster has {have} free now."
+        )
+        # A placed actor holds its resources while it is built, one waiting for them holds
+        # none: if another runner would fit in what is free, none is waiting for resources.
+        if free.get("CPU", 0) >= cpus and free.get("GPU", 0) >= gpus:
+            return (
+                f"{head} That is enough for them: they are slow to build (their env, or the "
+                "imports of a new worker process on a busy machine). Raise "
+                ".env_runners(env_runner_start_timeout_s=...)."
+            )
+        return (
+            f"{head} Free resources or ask for less: stop another algorithm that holds them "
+            "(algo.stop()), use fewer runners, give each less "
             "(.env_runners(num_cpus_per_env_runner=0.5)), or start Ray yourself with more "
-            "(ray.init(num_cpus=...)) before building. If the runners' env is only slow to "
-            "build, raise .env_runners(env_runner_start_timeout_s=...)."
+            "(ray.init(num_cpus=...)) before building."
         )
 
     # ------------------------------------------------------------------------- views
