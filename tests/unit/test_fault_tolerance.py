@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class RandomlyFailingCartPole(gym.Wrapper):
     def step(self, action):
         self.steps += 1
         if self.rng.random() < self.failure_rate:
-            (self.failures_dir / f"{os.getpid()}-{self.steps}").touch()
+            (self.failures_dir / uuid.uuid4().hex).touch()
             raise RuntimeError(f"tunerl-test flaky env failed at step {self.steps}")
         return self.env.step(action)
 
@@ -283,6 +284,24 @@ def test_without_sub_env_restarts_a_local_env_error_reaches_the_user(tiny_config
     # The env's own exception, raised where it was raised (not wrapped, not swallowed).
     assert type(caught.value) is RuntimeError
     assert caught.traceback[-1].name == "_misbehave"
+
+
+def test_a_sub_env_that_always_fails_is_recreated_only_within_the_budget(
+    tiny_config, build, tmp_path
+):
+    # Every step raises: recreating without end would never fill the batch (it hung before).
+    config = (
+        randomly_failing_config(tiny_config, tmp_path / "failures", seed=0)
+        .environment(env_config={"failure_rate": 1.0, "failures_dir": str(tmp_path / "failures")})
+        .env_runners(num_env_runners=0)
+        .fault_tolerance(restart_failed_sub_environments=True, max_num_env_runner_restarts=3)
+    )
+    algo = build(config)
+    with pytest.raises(RuntimeError, match="tunerl-test flaky env failed at step 1") as caught:
+        algo.train()
+    assert caught.traceback[-1].name == "step"  # the env's own frame
+    assert algo.env_runner_group.foreach_env_runner(lambda r: r.num_sub_env_restarts) == [3]
+    assert len(list((tmp_path / "failures").iterdir())) == 4  # 3 recreations, then raised
 
 
 def test_a_late_runner_is_skipped_with_a_warning_not_waited_for(

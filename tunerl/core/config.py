@@ -500,8 +500,10 @@ class AlgorithmConfig(_Config):
         "max_num_env_runner_restarts": _f(
             "fault_tolerance",
             1000,
-            "Restarts allowed per runner; past them it is dropped (ignore_env_runner_failures) "
-            "or training stops with the runner's error.",
+            "Restarts allowed per runner (and, with restart_failed_sub_environments, "
+            "recreations per sub-env); sampling retries until the steps asked for are in or "
+            "they are spent, then the runner is dropped (ignore_env_runner_failures) or "
+            "training stops with the env's own error and traceback.",
             int,
             low=0,
         ),

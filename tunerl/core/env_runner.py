@@ -36,12 +36,15 @@ class RecreateOnError(gym.Wrapper):
 
     The failed step is reported as a truncation with `info[SUB_ENV_FAILED] = True` and the
     new env's first observation; the runner records no row for it and does not count the
-    episode. A new env that fails on its first reset is not retried: that error is raised."""
+    episode. A new env that fails on its first reset is not retried: that error is raised.
+    After `max_restarts` recreations the next error is raised as it is (an env that fails on
+    every step would otherwise be recreated forever and the sample never end)."""
 
-    def __init__(self, make_env: Callable[[], gym.Env], description: str):
+    def __init__(self, make_env: Callable[[], gym.Env], description: str, max_restarts: int):
         super().__init__(make_env())
         self._make_env = make_env
         self._description = description
+        self._max_restarts = max_restarts
         self.num_restarts = 0
 
     def step(self, action: Any) -> tuple:
@@ -58,6 +61,15 @@ class RecreateOnError(gym.Wrapper):
             return self._recreate(error)
 
     def _recreate(self, error: Exception) -> tuple:
+        if self.num_restarts >= self._max_restarts:
+            logger.error(
+                "%s raised %s after %d recreations (max_num_env_runner_restarts=%d); raising it.",
+                self._description,
+                type(error).__name__,
+                self.num_restarts,
+                self._max_restarts,
+            )
+            raise error
         logger.error(
             "%s raised %s: %s; recreating it (restart_failed_sub_environments=True).",
             self._description,
@@ -126,7 +138,11 @@ class EnvRunner:
 
         def recreating(context: EnvContext) -> gym.Env:
             where = f"Sub-env {context.vector_index} of env runner {context.worker_index}"
-            return RecreateOnError(lambda: creator(context), f"{where} ({config.env!r})")
+            return RecreateOnError(
+                lambda: creator(context),
+                f"{where} ({config.env!r})",
+                config.max_num_env_runner_restarts,
+            )
 
         return make_vector_env(
             config.env, config.env_config, self.num_envs, self.worker_index, recreating
