@@ -113,7 +113,8 @@ def ppo_loss(
     advantages = batch[c.ADVANTAGES]
     if config.normalize_advantages and len(advantages) > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    ratio = torch.exp(curr_dist.logp(batch[c.ACTIONS]) - batch[c.ACTION_LOGP])
+    log_ratio = curr_dist.logp(batch[c.ACTIONS]) - batch[c.ACTION_LOGP]
+    ratio = torch.exp(log_ratio)
     surrogate = torch.min(
         ratio * advantages,
         ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * advantages,
@@ -141,12 +142,19 @@ def ppo_loss(
     with torch.no_grad():
         target_var = targets.var()
         explained_var = 1 - (targets - values).var() / target_var if target_var > 0 else 0.0
+        # KL(old || new) from the sampled actions with the low-variance, always >= 0
+        # estimator (ratio - 1) - log ratio (http://joschu.net/blog/kl-approx.html), as
+        # CleanRL and SB3 log it; clip_fraction is the share of rows the clip acted on.
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clip_fraction = ((ratio - 1).abs() > config.clip_param).float().mean()
     return loss, {
         m.POLICY_LOSS: policy_loss.detach(),
         m.VF_LOSS: vf_loss.detach(),
         m.ENTROPY: entropy.detach(),
         m.MEAN_KL_LOSS: mean_kl.detach(),
         m.VF_EXPLAINED_VAR: explained_var,
+        m.APPROX_KL: approx_kl,
+        m.CLIP_FRACTION: clip_fraction,
     }
 
 
