@@ -63,16 +63,16 @@ class BrokenObservation(gym.Env):
         return obs, reward, False, self.steps >= 10, {}
 
 
-class DictObservation(gym.Env):
-    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1.0, 1.0, (2,))})
+class TextObservation(gym.Env):
+    observation_space = gym.spaces.Text(8)
     action_space = gym.spaces.Discrete(2)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        return {"position": np.zeros(2, np.float32)}, {}
+        return "tunerl", {}
 
     def step(self, action):
-        return {"position": np.zeros(2, np.float32)}, 0.0, True, False, {}
+        return "tunerl", 0.0, True, False, {}
 
 
 class RecordActions(gym.ActionWrapper):
@@ -169,12 +169,15 @@ def test_non_finite_reward_raises_env_error(tiny_config, build):
         build(config).train()
 
 
-def test_dict_observation_with_the_default_module_is_a_clear_error(tiny_config, build):
+def test_an_unreadable_observation_space_is_refused_at_build_naming_algorithm_and_space(
+    tiny_config, build
+):
     with pytest.raises(UnsupportedSpaceError) as error:
-        build(tiny_config(env=DictObservation))
+        build(tiny_config(env=TextObservation))
     assert isinstance(error.value, ValueError)
     message = str(error.value)
-    assert "Dict(" in message and "FlattenObservation" in message
+    assert message.startswith("PPO cannot train on env")
+    assert "Text(" in message and "Dict or Tuple" in message and "FlattenObservation" in message
 
 
 # ------------------------------------------------------------------ continuous actions

@@ -363,7 +363,7 @@ def test_reset_config_starts_a_fresh_replay_buffer(build):
 
 
 def test_sac_refuses_a_multi_discrete_action_space():
-    with pytest.raises(UnsupportedSpaceError, match="1-D Box or a Discrete action space"):
+    with pytest.raises(UnsupportedSpaceError, match="float Box or a Discrete action space"):
         SACModule(
             gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
             gym.spaces.MultiDiscrete([2, 3]),

@@ -35,7 +35,12 @@ from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig, ConfigError
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
-from tunerl.core.rl_module import MODULE_STATE_FILE, RLModule, RLModuleSpec
+from tunerl.core.rl_module import (
+    MODULE_STATE_FILE,
+    RLModule,
+    RLModuleSpec,
+    UnsupportedSpaceError,
+)
 from tunerl.env.registry import env_from_checkpoint, make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
@@ -157,7 +162,13 @@ class Algorithm(tune.Trainable):
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec = self._module_spec()
-        self.learner = self._make_learner(config)
+        try:
+            self.learner = self._make_learner(config)
+        except UnsupportedSpaceError as error:
+            # Raised while building, before any training: say which algorithm refused the env.
+            raise UnsupportedSpaceError(
+                f"{type(self).__name__} cannot train on env {config.env!r}: {error}"
+            ) from None
         self.eval_env_runner_group: EnvRunnerGroup | None = None
         try:
             self.env_runner_group = EnvRunnerGroup(

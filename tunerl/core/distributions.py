@@ -7,9 +7,11 @@ and a seeded run repeats exactly, whatever else in the process uses torch's glob
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 
 class Categorical:
@@ -36,6 +38,67 @@ class Categorical:
 
     def kl(self, other: Categorical) -> torch.Tensor:
         return (self.logits.exp() * (self.logits - other.logits)).sum(-1)
+
+
+class MultiCategorical:
+    """Independent categoricals, one per component of a MultiDiscrete space (what RLlib and
+    Stable-Baselines3 use): inputs are the components' logits side by side, `sizes` how many
+    each has; an action holds one index per component and its log-prob is the sum."""
+
+    def __init__(self, logits: torch.Tensor, sizes: Sequence[int]):
+        self.sizes = tuple(int(size) for size in sizes)
+        self.components = [Categorical(part) for part in logits.split(self.sizes, dim=-1)]
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.stack([part.sample(generator) for part in self.components], dim=-1)
+
+    def deterministic_sample(self) -> torch.Tensor:
+        return torch.stack([part.deterministic_sample() for part in self.components], dim=-1)
+
+    def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        return sum(part.logp(actions[..., i]) for i, part in enumerate(self.components))
+
+    def entropy(self) -> torch.Tensor:
+        return sum(part.entropy() for part in self.components)
+
+    def kl(self, other: MultiCategorical) -> torch.Tensor:
+        return sum(mine.kl(theirs) for mine, theirs in zip(self.components, other.components))
+
+
+class Bernoulli:
+    """Independent Bernoullis, one per input (MultiBinary actions); inputs are logits, and
+    an action is a float 0/1 per input."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        uniform = torch.rand(self.logits.shape, generator=generator, dtype=self.logits.dtype)
+        return (uniform < torch.sigmoid(self.logits)).to(self.logits.dtype)
+
+    def deterministic_sample(self) -> torch.Tensor:
+        return (self.logits > 0).to(self.logits.dtype)
+
+    def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        actions = actions.to(self.logits.dtype)
+        return -nn.functional.binary_cross_entropy_with_logits(
+            self.logits, actions, reduction="none"
+        ).sum(-1)
+
+    def _log_p_and_log_not_p(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # log sigmoid(x) and log(1 - sigmoid(x)) = log sigmoid(-x), stable for large |x|.
+        return nn.functional.logsigmoid(self.logits), nn.functional.logsigmoid(-self.logits)
+
+    def entropy(self) -> torch.Tensor:
+        log_p, log_not_p = self._log_p_and_log_not_p()
+        p = log_p.exp()
+        return -(p * log_p + (1.0 - p) * log_not_p).sum(-1)
+
+    def kl(self, other: Bernoulli) -> torch.Tensor:
+        log_p, log_not_p = self._log_p_and_log_not_p()
+        other_log_p, other_log_not_p = other._log_p_and_log_not_p()
+        p = log_p.exp()
+        return (p * (log_p - other_log_p) + (1.0 - p) * (log_not_p - other_log_not_p)).sum(-1)
 
 
 class DiagGaussian:

@@ -19,7 +19,7 @@ import torch
 
 from tunerl.core import columns
 from tunerl.core.distributions import sample_with_logp
-from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.rl_module import RLModuleSpec, flattened_by_env_runner
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_vector_env
 
@@ -112,12 +112,15 @@ class EnvRunner:
         self.dist_cls = self.module.get_action_dist_cls()
         self.generator = torch.Generator()
         self._check_env = not config.disable_env_checking
-        self._action_low, self._action_high = None, None
-        if isinstance(self.single_action_space, gym.spaces.Box):
-            self._action_low = self.single_action_space.low.astype(np.float32)
-            self._action_high = self.single_action_space.high.astype(np.float32)
+        self._env_actions = EnvActions(
+            self.single_action_space, config.normalize_actions, config.clip_actions
+        )
+        obs_space = self.single_observation_space
+        self._flatten_obs = flattened_by_env_runner(obs_space)
         self._obs_dtype = (
-            np.float32 if isinstance(self.single_observation_space, gym.spaces.Box) else np.int64
+            np.float32
+            if self._flatten_obs or isinstance(obs_space, gym.spaces.Box | gym.spaces.MultiBinary)
+            else np.int64
         )
         self._next_eps_id = worker_index * _EPS_ID_STRIDE
         self._seed = seed
@@ -170,8 +173,7 @@ class EnvRunner:
             # seeded run stays reproducible across evaluations.
             obs, _ = self.env.reset()
         self._seed = None
-        self._obs = np.asarray(obs, dtype=self._obs_dtype)
-        self._check_obs(self._obs)
+        self._obs = self._observations(obs)
         self._eps_ids = np.arange(self._next_eps_id, self._next_eps_id + self.num_envs)
         self._next_eps_id += self.num_envs
         self._t = np.zeros(self.num_envs, dtype=np.int64)
@@ -244,16 +246,6 @@ class EnvRunner:
         vf = vf.numpy() if vf is not None else np.zeros(self.num_envs, np.float32)
         return actions.numpy(), logp.numpy(), dist_inputs.numpy(), vf
 
-    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
-        if self._action_low is None:
-            return actions
-        if self.config.normalize_actions:
-            actions = np.clip(actions, -1.0, 1.0)
-            return self._action_low + (actions + 1.0) * 0.5 * (self._action_high - self._action_low)
-        if self.config.clip_actions:
-            return np.clip(actions, self._action_low, self._action_high)
-        return actions
-
     def _step(self, explore: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """One vector step. Returns the step's columns (one row per sub-env), the mask of
         rows that are real transitions and the mask of episodes that ended in this step."""
@@ -261,7 +253,7 @@ class EnvRunner:
         next_obs, rewards, terminateds, truncateds, infos = self.env.step(
             self._env_actions(actions)
         )
-        next_obs = np.asarray(next_obs, dtype=self._obs_dtype)
+        next_obs = self._observations(next_obs)
         rewards = np.asarray(rewards, dtype=np.float32)
         valid = ~self._needs_reset
         # A recreated sub-env's failed step is no transition, and its episode is lost: the
@@ -269,7 +261,6 @@ class EnvRunner:
         failed = np.asarray(infos.get("_" + SUB_ENV_FAILED, np.zeros(self.num_envs, bool)))
         valid &= ~failed
         if self._check_env:
-            self._check_obs(next_obs)
             if not np.isfinite(rewards).all():
                 env_index = int(np.flatnonzero(~np.isfinite(rewards))[0])
                 raise EnvError(
@@ -348,6 +339,25 @@ class EnvRunner:
         self._obs = None
         return _stack_env_major(rows, masks)
 
+    def _observations(self, obs: Any) -> np.ndarray:
+        """The vector env's observations as one array, a row per sub-env, checked against the
+        space (unless disable_env_checking); Dict and Tuple observations flattened."""
+        space = self.single_observation_space
+        if not self._flatten_obs:
+            obs = np.asarray(obs, dtype=self._obs_dtype)
+            self._check_obs(obs)
+            return obs
+        rows = []
+        for env_index, one in enumerate(gym.vector.utils.iterate(self.env.observation_space, obs)):
+            if self._check_env and not space.contains(one):
+                raise EnvError(
+                    f"Env {self.config.env!r} (sub-env {env_index}) returned an observation "
+                    f"outside its observation_space {space}: {one}. Fix the env or its space, "
+                    "or set .environment(disable_env_checking=True)."
+                )
+            rows.append(gym.spaces.utils.flatten(space, one))
+        return np.stack(rows).astype(np.float32)
+
     def _check_obs(self, obs: np.ndarray) -> None:
         if not self._check_env:
             return
@@ -373,11 +383,83 @@ class EnvRunner:
                     f"[{low[where]:.6g}, {high[where]:.6g}]. Fix the env or its space, or set "
                     ".environment(disable_env_checking=True)."
                 )
-        elif isinstance(space, gym.spaces.Discrete):
-            if ((obs < space.start) | (obs >= space.start + space.n)).any():
+        elif isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):
+            low = space.start
+            high = space.start + (space.n if isinstance(space, gym.spaces.Discrete) else space.nvec)
+            outside = (obs < low) | (obs >= high)
+            if outside.any():
+                env_index = int(np.argwhere(outside)[0][0])
                 raise EnvError(
-                    f"Env {self.config.env!r} returned observations {obs.tolist()} outside {space}."
+                    f"Env {self.config.env!r} (sub-env {env_index}) returned the observation "
+                    f"{obs[env_index].tolist()}, outside its observation_space {space}."
                 )
+        elif isinstance(space, gym.spaces.MultiBinary):
+            outside = (obs != 0) & (obs != 1)
+            if outside.any():
+                env_index = int(np.argwhere(outside)[0][0])
+                raise EnvError(
+                    f"Env {self.config.env!r} (sub-env {env_index}) returned the observation "
+                    f"{obs[env_index].tolist()}, outside its observation_space {space}."
+                )
+
+
+class EnvActions:
+    """Module actions to the env's actions, for one action space. Modules act in indices
+    from 0 (Discrete, MultiDiscrete), 0/1 floats (MultiBinary) and flat vectors (Box); the
+    env receives its own values and shapes:
+
+    - Discrete and MultiDiscrete: `start` is added.
+    - Box, `normalize_actions`: a dimension with two finite bounds is clipped to [-1, 1] and
+      scaled to them; a dimension with an infinite bound cannot be scaled and is passed on
+      unscaled (scaling it gave NaN).
+    - Box, `clip_actions`: every finite bound is applied (an infinite one clips nothing).
+    The env gets the space's dtype and shape; the batch keeps the module's action, which
+    is what the policy is trained on."""
+
+    def __init__(self, space: gym.Space, normalize_actions: bool, clip_actions: bool):
+        self.space = space
+        if not isinstance(space, gym.spaces.Box):
+            return
+        low = space.low.reshape(-1).astype(np.float64)
+        high = space.high.reshape(-1).astype(np.float64)
+        self._scaled = np.isfinite(low) & np.isfinite(high) if normalize_actions else None
+        if self._scaled is not None:
+            if not self._scaled.all():
+                logger.warning(
+                    "normalize_actions: action dimensions %s of %s have an infinite bound and "
+                    "are passed to the env unscaled.",
+                    np.flatnonzero(~self._scaled).tolist(),
+                    space,
+                )
+            self._offset = np.where(self._scaled, low, 0.0)
+            self._half_range = np.where(self._scaled, 0.5 * (high - low), 0.0)
+        # Scaled dimensions are kept inside their bounds (against float rounding) in any case.
+        keep_in = np.ones_like(low, bool) if clip_actions else self._scaled
+        if keep_in is None or not keep_in.any():
+            self._clip_low = self._clip_high = None
+        else:
+            self._clip_low = np.where(keep_in, low, -np.inf)
+            self._clip_high = np.where(keep_in, high, np.inf)
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        space = self.space
+        if isinstance(space, gym.spaces.Discrete):
+            return (actions.astype(np.int64) + space.start).astype(space.dtype)
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            shaped = actions.astype(np.int64).reshape(len(actions), *space.shape)
+            return (shaped + space.start).astype(space.dtype)
+        if isinstance(space, gym.spaces.MultiBinary):
+            return actions.reshape(len(actions), *space.shape).astype(space.dtype)
+        if not isinstance(space, gym.spaces.Box):
+            return actions
+        flat = actions.reshape(len(actions), -1).astype(np.float64)
+        if self._scaled is not None:
+            rescaled = self._offset + (np.clip(flat, -1.0, 1.0) + 1.0) * self._half_range
+            flat = np.where(self._scaled, rescaled, flat)
+        if self._clip_low is not None:
+            flat = np.clip(flat, self._clip_low, self._clip_high)
+        # Rounding to the space's dtype keeps a value within bounds of that dtype.
+        return flat.astype(space.dtype).reshape(len(actions), *space.shape)
 
 
 def _stack_env_major(rows: list[dict[str, np.ndarray]], masks: list[np.ndarray]) -> SampleBatch:

@@ -19,8 +19,9 @@ every checkpoint, and a deployed module normalizes exactly as it did in training
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from tunerl.core import checkpoint_io, columns
-from tunerl.core.distributions import Categorical, DiagGaussian
+from tunerl.core.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
 MODULE_STATE_FILE = "module_state.pt"
 MODULE_SPEC_FILE = "module_spec.json"
@@ -175,15 +176,9 @@ class RLModule(nn.Module):
         if self.obs_normalizer is not None:
             self.obs_normalizer.update(*observation_moments(obs))
 
-    def get_action_dist_cls(self) -> type[Categorical] | type[DiagGaussian]:
-        if isinstance(self.action_space, gym.spaces.Discrete):
-            return Categorical
-        if isinstance(self.action_space, gym.spaces.Box):
-            return DiagGaussian
-        raise UnsupportedSpaceError(
-            f"No action distribution for {self.action_space}; tunerl handles Discrete and Box "
-            "action spaces."
-        )
+    def get_action_dist_cls(self) -> Callable[[torch.Tensor], Any]:
+        """The action distribution over `action_dist_inputs` (see `action_distribution`)."""
+        return action_distribution(self.action_space, type(self).__name__)[0]
 
     def get_state(self) -> dict[str, torch.Tensor]:
         return {name: value.detach().cpu().clone() for name, value in self.state_dict().items()}
@@ -353,32 +348,99 @@ def _head(fan_in: int, fan_out: int, gain: float) -> nn.Linear:
     return linear
 
 
+# ------------------------------------------------------------------------------ spaces
+# What the built-in modules read and act in; the errors that refuse other spaces quote these.
+SUPPORTED_OBSERVATIONS = (
+    "Box (any shape), Discrete, MultiDiscrete and MultiBinary observations, and Dict or Tuple "
+    "spaces of those"
+)
+SUPPORTED_ACTIONS = "Discrete, MultiDiscrete, MultiBinary and float Box (any shape) actions"
+_CUSTOM_MODULE = ".rl_module(rl_module_spec=RLModuleSpec(module_class=MyModule))"
+_FLAT_SPACES = (
+    gym.spaces.Box,
+    gym.spaces.Discrete,
+    gym.spaces.MultiDiscrete,
+    gym.spaces.MultiBinary,
+)
+
+
+def flattened_by_env_runner(space: gym.Space) -> bool:
+    """Dict and Tuple observations reach every module already flattened (by the env runner,
+    with `gymnasium.spaces.utils.flatten`), so batches stay numeric arrays."""
+    return isinstance(space, gym.spaces.Dict | gym.spaces.Tuple)
+
+
+def _readable(space: gym.Space) -> bool:
+    if isinstance(space, gym.spaces.Dict):
+        return all(_readable(child) for child in space.spaces.values())
+    if isinstance(space, gym.spaces.Tuple):
+        return all(_readable(child) for child in space.spaces)
+    return isinstance(space, _FLAT_SPACES)
+
+
+def observation_size(space: gym.Space, reader: str = "The default RLModule") -> int:
+    """The number of features `flatten_observations` makes of one observation (one-hot for
+    Discrete and MultiDiscrete). `reader` names the module in the error for a space it
+    cannot read."""
+    if not _readable(space):
+        raise UnsupportedSpaceError(
+            f"{reader} cannot read {space} observations; it reads {SUPPORTED_OBSERVATIONS}. "
+            "Wrap the env (e.g. gymnasium.wrappers.FlattenObservation, or "
+            f"TransformObservation to a Box) or pass your own module: {_CUSTOM_MODULE}."
+        )
+    return int(gym.spaces.utils.flatdim(space))
+
+
+def flatten_observations(space: gym.Space, obs: torch.Tensor) -> torch.Tensor:
+    """A batch of observations of `space` as float features, one row per observation:
+    Discrete and MultiDiscrete one-hot (start subtracted, as gymnasium's `flatten`), the rest
+    flattened (Dict and Tuple arrive flat from the env runner)."""
+    if isinstance(space, gym.spaces.Discrete):
+        index = obs.long().reshape(-1) - int(space.start)
+        return nn.functional.one_hot(index, int(space.n)).float()
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        sizes = torch.as_tensor(space.nvec.reshape(-1), dtype=torch.long)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        starts = torch.as_tensor(space.start.reshape(-1), dtype=torch.long)
+        index = obs.long().reshape(len(obs), -1) - starts + offsets
+        one_hot = torch.zeros(len(obs), int(sizes.sum()))
+        return one_hot.scatter_(1, index, 1.0)
+    return obs.reshape(obs.shape[0], -1).float()
+
+
+def action_distribution(
+    space: gym.Space, module: str = "The default RLModule"
+) -> tuple[Callable[[torch.Tensor], Any], int]:
+    """The default module's action distribution for `space` and how many inputs it takes:
+    Categorical (Discrete), independent categoricals (MultiDiscrete), independent
+    Bernoullis (MultiBinary), a diagonal Gaussian over the flattened Box. Module actions
+    are indices from 0 and flat vectors; the env runner maps them to the env's space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return Categorical, int(space.n)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        sizes = [int(size) for size in space.nvec.reshape(-1)]
+        return functools.partial(MultiCategorical, sizes=sizes), sum(sizes)
+    if isinstance(space, gym.spaces.MultiBinary):
+        return Bernoulli, int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return DiagGaussian, 2 * int(np.prod(space.shape))
+    raise UnsupportedSpaceError(
+        f"{module} cannot act in {space}; it acts in {SUPPORTED_ACTIONS}. Wrap the env "
+        f"(gymnasium.wrappers.TransformAction) or pass your own module: {_CUSTOM_MODULE}."
+    )
+
+
 class DefaultRLModule(RLModule):
     """MLP policy and value networks from `model_config`: `fcnet_hiddens`,
     `fcnet_activation`, `vf_share_layers`, `free_log_std` (Box actions: a log-std per action
-    dimension that does not depend on the observation)."""
+    dimension that does not depend on the observation). Reads and acts in the spaces
+    `SUPPORTED_OBSERVATIONS` and `SUPPORTED_ACTIONS` name."""
 
     def setup(self) -> None:
         obs_space, action_space = self.observation_space, self.action_space
-        if isinstance(obs_space, gym.spaces.Box):
-            obs_dim = int(np.prod(obs_space.shape))
-        elif isinstance(obs_space, gym.spaces.Discrete):
-            obs_dim = int(obs_space.n)
-        else:
-            raise UnsupportedSpaceError(
-                f"The default RLModule handles Box and Discrete observations, not {obs_space}. "
-                "Wrap the env (e.g. gymnasium.wrappers.FlattenObservation) or pass your own "
-                "module: .rl_module(rl_module_spec=RLModuleSpec(module_class=MyModule))."
-            )
-        if isinstance(action_space, gym.spaces.Discrete):
-            self.num_outputs = int(action_space.n)
-        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-            self.num_outputs = 2 * action_space.shape[0]
-        else:
-            raise UnsupportedSpaceError(
-                f"The default RLModule handles Discrete and 1-D Box actions, not {action_space}. "
-                "Pass your own module: .rl_module(rl_module_spec=RLModuleSpec(module_class=...))."
-            )
+        reader = "The default RLModule (PPO's, IMPALA's and APPO's)"
+        obs_dim = observation_size(obs_space, reader)
+        _, self.num_outputs = action_distribution(action_space, reader)
         self.obs_dim = obs_dim
         config = self.model_config
         activation_name = config["fcnet_activation"]
@@ -402,14 +464,8 @@ class DefaultRLModule(RLModule):
         self.vf_encoder = None if self.vf_share_layers else MLP(sizes, activation_name)
         self.vf_head = _head(last, 1, gain=1.0)
 
-    def _flat_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.observation_space, gym.spaces.Discrete):
-            index = obs.long().reshape(-1) - self.observation_space.start
-            return nn.functional.one_hot(index, self.obs_dim).float()
-        return obs.reshape(obs.shape[0], -1).float()
-
     def _forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        obs = self._flat_obs(batch[columns.OBS])
+        obs = flatten_observations(self.observation_space, batch[columns.OBS])
         features = self.pi_encoder(obs)
         dist_inputs = self.pi_head(features)
         if self.free_log_std:

@@ -16,7 +16,15 @@ from torch import nn
 
 from tunerl.core import columns as c
 from tunerl.core.optim import FlatParameters, polyak_update_
-from tunerl.core.rl_module import MLP, RLModule, UnsupportedSpaceError, _head
+from tunerl.core.rl_module import (
+    MLP,
+    SUPPORTED_ACTIONS,
+    RLModule,
+    UnsupportedSpaceError,
+    _head,
+    flatten_observations,
+    observation_size,
+)
 
 Q_VALUES = "q_values"
 
@@ -47,15 +55,11 @@ class DQNModule(RLModule):
     def setup(self) -> None:
         if not isinstance(self.action_space, gym.spaces.Discrete):
             raise UnsupportedSpaceError(
-                f"DQN needs a Discrete action space, got {self.action_space}; use SAC or PPO "
-                "for continuous actions."
-            )
-        if not isinstance(self.observation_space, gym.spaces.Box):
-            raise UnsupportedSpaceError(
-                f"DQN's default module needs a Box observation space, got {self.observation_space}."
+                f"DQN needs a Discrete action space, got {self.action_space}. PPO, IMPALA and "
+                f"APPO take {SUPPORTED_ACTIONS}; SAC takes Box and Discrete actions."
             )
         self.num_actions = int(self.action_space.n)
-        obs_dim = int(torch.tensor(self.observation_space.shape).prod())
+        obs_dim = observation_size(self.observation_space, "DQN's module")
         config = self.model_config
         self.q_net = QNetwork(
             obs_dim,
@@ -71,7 +75,7 @@ class DQNModule(RLModule):
         self.register_buffer("epsilon", torch.tensor(1.0))
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[0], -1).float()
+        return flatten_observations(self.observation_space, obs)
 
     def _forward(self, batch):
         q = self.q_net(self._flat(batch[c.OBS]))

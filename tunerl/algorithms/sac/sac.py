@@ -281,7 +281,8 @@ class SACLearner(Learner):
         space = self.module.action_space
         if isinstance(space, gym.spaces.Discrete):
             return DISCRETE_TARGET_ENTROPY_SCALE * math.log(space.n)
-        return -float(space.shape[0])
+        # Haarnoja et al. 2018: -dim(A), over every dimension of a Box of any shape.
+        return -float(math.prod(space.shape))
 
     def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
         opt = self.optimizer

@@ -7,13 +7,23 @@ import copy
 import math
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
 from tunerl.core import columns as c
 from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.optim import FlatParameters, polyak_update_
-from tunerl.core.rl_module import ACTIVATIONS, MLP, RLModule, UnsupportedSpaceError, _head
+from tunerl.core.rl_module import (
+    ACTIVATIONS,
+    MLP,
+    SUPPORTED_ACTIONS,
+    RLModule,
+    UnsupportedSpaceError,
+    _head,
+    flatten_observations,
+    observation_size,
+)
 
 
 class TwinQ(nn.Module):
@@ -85,22 +95,31 @@ def _count_layers(state: dict[str, torch.Tensor], critic: str) -> int:
     return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
 
 
+def _check_box_actions(space: gym.Space) -> None:
+    """SAC's continuous actions: a float Box (of any shape, acted in flat) whose bounds are
+    all finite, since the squashed Gaussian maps into them."""
+    if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
+        raise UnsupportedSpaceError(
+            f"SAC needs a float Box or a Discrete action space, got {space}. PPO, IMPALA and "
+            f"APPO take {SUPPORTED_ACTIONS}."
+        )
+    if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        raise UnsupportedSpaceError(
+            f"SAC squashes its actions into the bounds of the action space, and {space} has "
+            "infinite bounds. Give the env finite bounds (e.g. gymnasium.wrappers."
+            "TransformAction(env, f, Box(low, high))), or use PPO, which takes unbounded Box "
+            "actions."
+        )
+
+
 class SACModule(RLModule):
     """`model_config`: fcnet_hiddens, fcnet_activation, initial_alpha (default 1.0)."""
 
     def setup(self) -> None:
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
-        if not self.discrete and not (
-            isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1
-        ):
-            raise UnsupportedSpaceError(
-                f"SAC needs a 1-D Box or a Discrete action space, got {self.action_space}."
-            )
-        if not isinstance(self.observation_space, gym.spaces.Box):
-            raise UnsupportedSpaceError(
-                f"SAC's default module needs a Box observation space, got {self.observation_space}."
-            )
-        obs_dim = int(torch.tensor(self.observation_space.shape).prod())
+        if not self.discrete:
+            _check_box_actions(self.action_space)
+        obs_dim = observation_size(self.observation_space, "SAC's module")
         hiddens = list(self.model_config["fcnet_hiddens"])
         activation = self.model_config["fcnet_activation"]
         self.actor_encoder = MLP([obs_dim, *hiddens], activation)
@@ -110,7 +129,7 @@ class SACModule(RLModule):
             self.actor_head = _head(hiddens[-1], num_actions, gain=0.01)
             self.twin_q = TwinQ(obs_dim, hiddens, activation, num_outputs=num_actions)
         else:
-            action_dim = self.action_space.shape[0]
+            action_dim = int(np.prod(self.action_space.shape))
             self.actor_head = _head(hiddens[-1], 2 * action_dim, gain=0.01)
             self.twin_q = TwinQ(obs_dim + action_dim, hiddens, activation)
         self.target_twin_q = copy.deepcopy(self.twin_q).requires_grad_(False)
@@ -126,7 +145,7 @@ class SACModule(RLModule):
         return Categorical if self.discrete else TanhGaussian
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[0], -1).float()
+        return flatten_observations(self.observation_space, obs)
 
     def _forward(self, batch):
         obs = self._flat(batch[c.OBS])
