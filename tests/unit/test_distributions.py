@@ -6,7 +6,14 @@ import numpy as np
 import torch
 from torch import distributions as td
 
-from tunerl.core.distributions import Categorical, DiagGaussian, TanhGaussian, sample_with_logp
+from tunerl.core.distributions import (
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    TanhGaussian,
+    sample_with_logp,
+)
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -80,3 +87,73 @@ def test_sample_with_logp_uses_the_distribution_s_own_pass_or_sample_then_logp()
     torch.testing.assert_close(actions, expected_actions)
     torch.testing.assert_close(logp, expected_logp)
     torch.testing.assert_close(logp, TanhGaussian(inputs).logp(actions))
+
+
+# ------------------------------------------------------- MultiDiscrete and MultiBinary
+SIZES = (3, 2, 4)
+
+
+def multi_categorical_reference(logits: torch.Tensor) -> list[td.Categorical]:
+    return [td.Categorical(logits=part) for part in logits.split(SIZES, dim=-1)]
+
+
+def test_multi_categorical_logp_entropy_kl_match_a_product_of_torch_categoricals():
+    logits = torch.randn(6, sum(SIZES), generator=generator(10)) * 2
+    other_logits = torch.randn(6, sum(SIZES), generator=generator(11))
+    actions = torch.stack(
+        [torch.randint(size, (6,), generator=generator(12 + i)) for i, size in enumerate(SIZES)],
+        dim=-1,
+    )
+    ours, other = MultiCategorical(logits, SIZES), MultiCategorical(other_logits, SIZES)
+    ref, ref_other = multi_categorical_reference(logits), multi_categorical_reference(other_logits)
+
+    ref_logp = sum(part.log_prob(actions[:, i]) for i, part in enumerate(ref))
+    torch.testing.assert_close(ours.logp(actions), ref_logp)
+    torch.testing.assert_close(ours.entropy(), sum(part.entropy() for part in ref))
+    ref_kl = sum(td.kl_divergence(mine, theirs) for mine, theirs in zip(ref, ref_other))
+    torch.testing.assert_close(ours.kl(other), ref_kl)
+    greedy = torch.stack([part.logits.argmax(-1) for part in ref], dim=-1)
+    assert torch.equal(ours.deterministic_sample(), greedy)
+
+
+def test_multi_categorical_samples_each_component_with_its_probabilities():
+    probs = [torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.9, 0.1])]
+    logits = torch.cat([p.log() for p in probs]).expand(20_000, 5)
+    samples = MultiCategorical(logits, (3, 2)).sample(generator(20))
+    assert samples.shape == (20_000, 2) and samples.dtype == torch.long
+    for i, p in enumerate(probs):
+        frequencies = np.bincount(samples[:, i].numpy(), minlength=len(p)) / len(samples)
+        np.testing.assert_allclose(frequencies, p.numpy(), atol=0.014)
+    again = MultiCategorical(logits, (3, 2)).sample(generator(20))
+    assert torch.equal(samples, again)
+
+
+def test_bernoulli_logp_entropy_kl_match_independent_torch_bernoullis():
+    logits = torch.randn(6, 5, generator=generator(30)) * 4
+    other_logits = torch.randn(6, 5, generator=generator(31))
+    actions = torch.randint(2, (6, 5), generator=generator(32)).float()
+    ours, other = Bernoulli(logits), Bernoulli(other_logits)
+    ref = td.Independent(td.Bernoulli(logits=logits), 1)
+    ref_other = td.Independent(td.Bernoulli(logits=other_logits), 1)
+
+    torch.testing.assert_close(ours.logp(actions), ref.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(other), td.kl_divergence(ref, ref_other))
+    assert torch.equal(ours.deterministic_sample(), (logits > 0).float())
+
+
+def test_bernoulli_stays_finite_for_extreme_logits():
+    logits = torch.tensor([[-60.0, 60.0, 0.0]])
+    dist = Bernoulli(logits)
+    assert torch.isfinite(dist.logp(torch.tensor([[1.0, 0.0, 1.0]]))).all()
+    assert torch.isfinite(dist.entropy()).all()
+    assert torch.isfinite(dist.kl(Bernoulli(-logits))).all()
+
+
+def test_bernoulli_samples_follow_the_probabilities():
+    probs = torch.tensor([0.1, 0.5, 0.8])
+    logits = torch.log(probs / (1 - probs)).expand(20_000, 3)
+    samples = Bernoulli(logits).sample(generator(40))
+    assert set(samples.unique().tolist()) == {0.0, 1.0}
+    np.testing.assert_allclose(samples.mean(0).numpy(), probs.numpy(), atol=0.014)
+    assert torch.equal(samples, Bernoulli(logits).sample(generator(40)))
