@@ -125,24 +125,6 @@ def test_from_checkpoint_rebuilds_the_algorithm_with_its_config(trained, checkpo
             restored.stop()
 
 
-def test_two_algorithms_restored_from_one_checkpoint_continue_identically(checkpoint):
-    first = PPO.from_checkpoint(checkpoint)
-    second = PPO.from_checkpoint(checkpoint)
-    try:
-        first_results = [first.train() for _ in range(2)]
-        second_results = [second.train() for _ in range(2)]
-        for a, b in zip(first_results, second_results):
-            assert a["training_iteration"] == b["training_iteration"]
-            assert a["learners"] == b["learners"]
-            assert a["env_runners"] == b["env_runners"]
-            assert a["num_env_steps_sampled_lifetime"] == b["num_env_steps_sampled_lifetime"]
-        assert [r["training_iteration"] for r in first_results] == [3, 4]
-        assert_same(first.get_module().get_state(), second.get_module().get_state())
-    finally:
-        first.stop()
-        second.stop()
-
-
 def test_save_returns_a_result_whose_checkpoint_path_loads(trained):
     expected = snapshot(trained)
     result = trained.save()

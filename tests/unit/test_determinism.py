@@ -1,8 +1,8 @@
-"""Seeded runs repeat exactly; different seeds differ."""
+"""Seeded runs repeat exactly; different seeds differ (PPO specifics: the seeded runs of
+every registered algorithm on CartPole are in tests/contract/test_deterministic.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tunerl.core import columns as c
@@ -24,15 +24,14 @@ def comparable(result: dict) -> dict:
     }
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
-def test_same_seed_gives_identical_results(tiny_config, build, env):
+def test_same_seed_gives_identical_results_with_box_actions(tiny_config, build):
+    """CartPole's case runs for every algorithm in tests/contract; this is PPO's Gaussian
+    policy on Box actions."""
     # Pendulum's episodes last 200 steps: 400 env steps over 2 sub-envs end one in each.
-    batch_size = 256 if env == "CartPole-v1" else 400
-    config = tiny_config(env=env, seed=42, num_epochs=2, train_batch_size_per_learner=batch_size)
-    iterations = 3 if env == "CartPole-v1" else 2
+    config = tiny_config(env="Pendulum-v1", seed=42, num_epochs=2, train_batch_size_per_learner=400)
 
-    first, first_weights = run(build, config, iterations)
-    second, second_weights = run(build, config, iterations)
+    first, first_weights = run(build, config, 2)
+    second, second_weights = run(build, config, 2)
 
     for a, b in zip(first, second):
         assert a["env_runners"]["num_episodes"] > 0

@@ -21,23 +21,6 @@ LRS = [1e-3, 3e-4]
 
 
 # ------------------------------------------------------- reset_config, without Tune
-def test_reset_config_gives_the_results_of_a_fresh_algorithm(tiny_config, build):
-    """What Tune's reuse_actors does between trials: the reused algorithm must behave like
-    one built from the new config."""
-    reused = build(tiny_config(seed=1, lr=1e-3))
-    reused.train()
-    new_config = tiny_config(seed=2, lr=3e-4)
-    assert reused.reset_config(new_config.to_dict()) is True
-    fresh = build(new_config)
-
-    assert reused.config == fresh.config
-    for _ in range(2):
-        a, b = reused.train(), fresh.train()
-        assert a["learners"] == b["learners"]
-        assert a["env_runners"] == b["env_runners"]
-        assert a["num_env_steps_sampled_lifetime"] == b["num_env_steps_sampled_lifetime"]
-
-
 def test_reset_config_rebuilds_runners_when_the_env_changes(tiny_config, build):
     algo = build(tiny_config(seed=1))
     algo.train()
