@@ -56,7 +56,7 @@ class DQNModule(RLModule):
         if not isinstance(self.action_space, gym.spaces.Discrete):
             raise UnsupportedSpaceError(
                 f"DQN needs a Discrete action space, got {self.action_space}. PPO, IMPALA and "
-                f"APPO take {SUPPORTED_ACTIONS}; SAC takes Box and Discrete actions."
+                f"APPO take {SUPPORTED_ACTIONS}; SAC takes Discrete and bounded Box actions."
             )
         self.num_actions = int(self.action_space.n)
         obs_dim = observation_size(self.observation_space, "DQN's module")
