@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.conftest import (
+from tunerl.core import metrics as m
+
+from .helpers import (
     ALGORITHM_NAMES,
     assert_same_weights,
     comparable,
@@ -14,7 +16,6 @@ from tests.contract.conftest import (
     tiny_config,
     weights,
 )
-from tunerl.core import metrics as m
 
 ITERATIONS = 2
 

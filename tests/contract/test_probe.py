@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.contract.conftest import ALGORITHM_NAMES, declares, tiny_config
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.rl_module import UnsupportedSpaceError
+
+from .helpers import ALGORITHM_NAMES, declares, tiny_config
 
 GAMMA = 0.9
 HORIZON = 5

@@ -7,7 +7,10 @@ import math
 
 import pytest
 
-from tests.contract.conftest import (
+from tunerl.core import columns as c
+from tunerl.core import metrics as m
+
+from .helpers import (
     ALGORITHM_NAMES,
     assert_same_weights,
     comparable,
@@ -15,8 +18,6 @@ from tests.contract.conftest import (
     tiny_config,
     weights,
 )
-from tunerl.core import columns as c
-from tunerl.core import metrics as m
 
 
 @pytest.mark.parametrize("name", ALGORITHM_NAMES)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.conftest import (
+from tunerl import ALGORITHMS
+
+from .helpers import (
     ALGORITHM_NAMES,
     assert_same_weights,
     comparable,
@@ -15,7 +17,6 @@ from tests.contract.conftest import (
     tiny_config,
     weights,
 )
-from tunerl import ALGORITHMS
 
 # Bug found by this suite: a checkpoint written with store_buffer_in_checkpoints=False holds
 # neither the replay buffer nor its sampling RNG, and set_extra_state keeps the live
