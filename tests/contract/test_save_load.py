@@ -12,19 +12,9 @@ from .helpers import (
     ALGORITHM_NAMES,
     assert_same_weights,
     comparable,
-    declares,
     same_numbers,
     tiny_config,
     weights,
-)
-
-# Bug found by this suite: a checkpoint written with store_buffer_in_checkpoints=False holds
-# neither the replay buffer nor its sampling RNG, and set_extra_state keeps the live
-# algorithm's buffer, so what a restore into a live algorithm replays next depends on that
-# algorithm's own seed and past (DQN, SAC: core/off_policy.py, dqn.py/sac.py set_extra_state).
-REPLAY_RNG_NOT_RESTORED = (
-    "replay buffer and its RNG are not restored from a checkpoint without the buffer: the "
-    "live algorithm's own buffer keeps replaying"
 )
 
 
@@ -61,19 +51,7 @@ def test_two_restores_of_one_checkpoint_continue_identically(checkpoint, build):
     assert_same_weights(first_weights, second_weights)
 
 
-@pytest.mark.parametrize(
-    "checkpoint",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=REPLAY_RNG_NOT_RESTORED)
-            if declares(name, "replay_buffer_config")
-            else (),
-        )
-        for name in ALGORITHM_NAMES
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("checkpoint", ALGORITHM_NAMES, indirect=True)
 def test_a_restore_into_a_live_algorithm_continues_as_a_fresh_one(checkpoint, build):
     """What PBT and a Tune trial restore do: an algorithm built with another seed, which has
     trained, takes the checkpoint and continues exactly as `from_checkpoint` does."""

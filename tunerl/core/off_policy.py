@@ -85,6 +85,20 @@ def read_buffer(
     return buffer
 
 
+def restore_replay_state(algo: Any, buffer: ReplayBuffer | None) -> None:
+    """After a restore: the checkpoint's replay buffer, or a new empty one when it stored
+    none (`store_buffer_in_checkpoints=False`), seeded from the restored RNG stream, so a
+    restore into a live algorithm (PBT, a Tune trial restore) continues exactly as
+    `from_checkpoint` does instead of replaying the live run's own experience. The n-step
+    collector starts empty: the runners start fresh episodes."""
+    algo.replay_buffer = (
+        buffer
+        if buffer is not None
+        else make_replay_buffer(algo.config.replay_buffer_config, seed=algo._draw_seed())
+    )
+    algo.n_step_collector = NStepCollector(algo.config.n_step, algo.config.gamma)
+
+
 def sample_into_buffer(algo: Any) -> SampleBatch:
     """Samples `rollout_fragment_length` steps per sub-env on every runner and adds them to
     `algo.replay_buffer` as n-step transitions (through `algo.n_step_collector`, which holds

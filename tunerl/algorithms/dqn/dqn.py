@@ -22,6 +22,7 @@ from tunerl.core.off_policy import (
     build_replay_state,
     read_buffer,
     replay_update,
+    restore_replay_state,
     sample_into_buffer,
     save_buffer,
     updates_owed,
@@ -274,6 +275,5 @@ class DQN(Algorithm):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._update_credit = state["update_credit"]
         self._steps_since_target_update = state["steps_since_target_update"]
-        if state["replay_buffer"] is not None:
-            self.replay_buffer = state["replay_buffer"]
+        restore_replay_state(self, state["replay_buffer"])
         self._set_epsilon()

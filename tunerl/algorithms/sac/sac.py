@@ -25,6 +25,7 @@ from tunerl.core.off_policy import (
     build_replay_state,
     read_buffer,
     replay_update,
+    restore_replay_state,
     sample_into_buffer,
     save_buffer,
     updates_owed,
@@ -360,5 +361,4 @@ class SAC(Algorithm):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._update_credit = state["update_credit"]
-        if state["replay_buffer"] is not None:
-            self.replay_buffer = state["replay_buffer"]
+        restore_replay_state(self, state["replay_buffer"])
