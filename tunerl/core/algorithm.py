@@ -2,8 +2,10 @@
 
 `train()` runs `training_step()` (sample -> learn -> sync) and returns a result with fixed
 keys (`tunerl.core.metrics`). Checkpoints are directories of JSON and tensors, checked by a
-manifest (`tunerl.core.checkpoint_io`). An algorithm subclass sets `config_class` and
-`learner_class` and defines `training_step()`; nothing else.
+manifest (`tunerl.core.checkpoint_io`; the config as JSON in `tunerl.core.config_json`). A
+subclass sets `config_class` and `learner_class` and defines `training_step()`; state of its
+own (a replay buffer, a target-update counter) goes through `build_algorithm_state`,
+`get_extra_state`/`load_extra_files`/`set_extra_state` and `save_extra_files`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from ray.tune.result import EPISODES_TOTAL, TIME_TOTAL_S, TIMESTEPS_TOTAL
 from ray.tune.trainable import trainable as tune_trainable
 
 import tunerl
+from tunerl.core import checkpoint_fields as fields
 from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.checkpoint_io import CheckpointError
 from tunerl.core.columns import DEFAULT_MODULE_ID
-from tunerl.core.config import AlgorithmConfig, ConfigError
+from tunerl.core.config import AlgorithmConfig
+from tunerl.core.config_json import config_from_json, config_to_json
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import (
@@ -41,7 +45,7 @@ from tunerl.core.rl_module import (
     RLModuleSpec,
     UnsupportedSpaceError,
 )
-from tunerl.env.registry import env_from_checkpoint, make_vector_env, resolve_env_creator
+from tunerl.env.registry import make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
 
@@ -526,29 +530,31 @@ class Algorithm(tune.Trainable):
         """Everything a restore applies, read and checked against the live algorithm
         (weights and optimizer state loaded into a copy of the learner first); changes
         nothing."""
-        state = _json_object(reader, STATE_FILE)
+        state = fields.json_object(reader, STATE_FILE)
         where = str(reader.path(STATE_FILE))
-        counters = _field(state, "counters", dict, where)
+        counters = fields.field(state, "counters", dict, where)
         for key, value in counters.items():
-            _check(_is_int(value), where, f"counters.{key}", value, "an integer")
+            fields.check(fields.is_int(value), where, f"counters.{key}", value, "an integer")
         missing = sorted(set(self._counters) - set(counters))
-        _check(not missing, where, "counters", sorted(counters), f"all of {sorted(self._counters)}")
-        iteration = _field(state, "iteration", int, where)
-        _check(iteration >= 0, where, "iteration", iteration, "a count >= 0")
-        rng = _field(state, "rng", dict, where)
+        fields.check(
+            not missing, where, "counters", sorted(counters), f"all of {sorted(self._counters)}"
+        )
+        iteration = fields.field(state, "iteration", int, where)
+        fields.check(iteration >= 0, where, "iteration", iteration, "a count >= 0")
+        rng = fields.field(state, "rng", dict, where)
         try:
             type(self._rng.bit_generator)().state = rng
         except (TypeError, ValueError, KeyError) as error:
             raise CheckpointError(f"{where}: rng is not a generator state ({error}).") from None
         episodes = {}
         for name in ("episode_returns", "episode_lengths"):
-            episodes[name] = _field(state, name, list, where)
-            bad = [value for value in episodes[name] if not _is_number(value)]
-            _check(not bad, where, name, bad[:3], "a list of numbers")
+            episodes[name] = fields.field(state, name, list, where)
+            bad = [value for value in episodes[name] if not fields.is_number(value)]
+            fields.check(not bad, where, name, bad[:3], "a list of numbers")
         last_evaluation = state.get("last_evaluation")
         ok = last_evaluation is None or isinstance(last_evaluation, dict)
-        _check(ok, where, "last_evaluation", last_evaluation, "an object or null")
-        extra = _field(state, "extra", dict, where)
+        fields.check(ok, where, "last_evaluation", last_evaluation, "an object or null")
+        extra = fields.field(state, "extra", dict, where)
 
         rng_file = reader.tensors(RNG_FILE)
         torch_rng = rng_file.get("torch") if isinstance(rng_file, dict) else None
@@ -578,8 +584,8 @@ class Algorithm(tune.Trainable):
         learner_tensors = reader.tensors(tensors_file)
         if not (isinstance(learner_tensors, dict) and "optimizer" in learner_tensors):
             raise CheckpointError(f"{reader.path(tensors_file)}: field 'optimizer' is missing.")
-        learner_json = _json_object(reader, json_file)
-        _field(learner_json, "rng", dict, str(reader.path(json_file)))
+        learner_json = fields.json_object(reader, json_file)
+        fields.field(learner_json, "rng", dict, str(reader.path(json_file)))
         learner_state = {
             "module": module_state,
             "optimizer": learner_tensors["optimizer"],
@@ -590,7 +596,9 @@ class Algorithm(tune.Trainable):
             # tunerl's own optimizers have a fixed state layout: every key and tensor shape
             # must match (torch.optim ones fill their state only once stepped).
             where = reader.path(tensors_file)
-            _check_like(learner_state["optimizer"], live_optimizer.state_dict(), where, "optimizer")
+            fields.check_like(
+                learner_state["optimizer"], live_optimizer.state_dict(), where, "optimizer"
+            )
         # Loaded into a copy of the learner first: whatever it refuses changes nothing live.
         probe = copy.deepcopy(self.learner)
         steps = (
@@ -610,7 +618,7 @@ class Algorithm(tune.Trainable):
             except Exception as error:  # noqa: BLE001 - any refusal of the copy is a bad file
                 raise CheckpointError(
                     f"{reader.path(file)}: the {part} does not fit this algorithm's "
-                    f"({type(error).__name__}: {_first_line(error)})."
+                    f"({type(error).__name__}: {fields.first_line(error)})."
                 ) from None
         return learner_state
 
@@ -685,7 +693,7 @@ class Algorithm(tune.Trainable):
         `allow_import=["my_models"]`. The env must be a Gymnasium id or a `register_env`
         name of this process."""
         with checkpoint_io.CheckpointReader(path) as reader:
-            state = _json_object(reader, STATE_FILE)
+            state = fields.json_object(reader, STATE_FILE)
             where = f"{reader.path(STATE_FILE)}: algo_class"
             algo_class = checkpoint_io.resolve_class(
                 state.get("algo_class"), Algorithm, where, allow_import
@@ -709,148 +717,3 @@ class Algorithm(tune.Trainable):
 
 def _fresh_seed() -> int:
     return int(np.random.SeedSequence().entropy % 2**31)
-
-
-# ------------------------------------------------------------------- config <-> JSON
-_CLASS_KEY = "__class__"
-_SPEC_KEY = "__rl_module_spec__"
-# Config fields that may name a class in a checkpoint, and the base it must have.
-_CLASS_FIELDS: dict[str, type] = {"callbacks_class": Callbacks, "learner_class": Learner}
-
-
-def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
-    """The config as JSON values: classes by import path, a module spec by its parts."""
-    out: dict[str, Any] = {}
-    for name, value in config.to_dict().items():
-        if isinstance(value, type):
-            value = {_CLASS_KEY: checkpoint_io.class_path(value)}
-        elif isinstance(value, RLModuleSpec):
-            value = {
-                _SPEC_KEY: {
-                    "module_class": value.module_class
-                    and checkpoint_io.class_path(value.module_class),
-                    "model_config": value.model_config,
-                }
-            }
-        elif callable(value):
-            raise ConfigError(
-                f"Config field {name} holds {value!r}, which a checkpoint cannot name: register "
-                "it with tunerl.register_env(name, creator) and pass the name instead."
-            )
-        out[name] = value
-    return out
-
-
-def config_from_json(
-    algo_class: type[Algorithm],
-    data: Any,
-    where: str = STATE_FILE,
-    allow_import: Sequence[str] = (),
-) -> AlgorithmConfig:
-    """The config `config_to_json` wrote. Classes resolve only as
-    `checkpoint_io.resolve_class` allows (nothing is imported unless `allow_import` says so);
-    `env` only to a Gymnasium id or a `register_env` name (nothing named in the file is
-    called). `where` names the file, for errors."""
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{where}: 'config' must be an object, not {type(data).__name__}.")
-    values = {}
-    for name, value in data.items():
-        field = f"{where}: config.{name}"
-        if name == "env":
-            value = env_from_checkpoint(value, field)
-        elif isinstance(value, dict) and _CLASS_KEY in value:
-            if name not in _CLASS_FIELDS:
-                raise CheckpointError(
-                    f"{field} names a class ({value[_CLASS_KEY]!r}); a checkpoint may name "
-                    f"classes only in {sorted(_CLASS_FIELDS)} and the module spec."
-                )
-            value = checkpoint_io.resolve_class(
-                value[_CLASS_KEY], _CLASS_FIELDS[name], field, allow_import
-            )
-        elif isinstance(value, dict) and _SPEC_KEY in value:
-            spec = value[_SPEC_KEY]
-            if not isinstance(spec, dict) or not isinstance(spec.get("model_config"), dict | None):
-                raise CheckpointError(
-                    f"{field} must hold 'module_class' and a 'model_config' object; got {spec!r}."
-                )
-            module_class = spec.get("module_class") and checkpoint_io.resolve_class(
-                spec["module_class"], RLModule, f"{field}.module_class", allow_import
-            )
-            value = RLModuleSpec(module_class=module_class, model_config=spec["model_config"])
-        values[name] = value
-    try:
-        return algo_class.get_default_config().update_from_dict(values)
-    except ConfigError as error:
-        raise CheckpointError(f"{where}: {error}") from None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _first_line(error: BaseException) -> str:
-    # A library's error can run to pages (torch lists every mismatched key); the first line
-    # says what was wrong.
-    text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
-
-
-def _check(ok: bool, where: Any, field: str, value: Any, wanted: str) -> None:
-    if not ok:
-        raise CheckpointError(f"{where}: {field} is {value!r}; it must be {wanted}.")
-
-
-def _field(state: dict, name: str, kind: type, where: str) -> Any:
-    if name not in state:
-        raise CheckpointError(f"{where}: field {name!r} is missing.")
-    value = state[name]
-    ok = _is_int(value) if kind is int else isinstance(value, kind)
-    _check(ok, where, name, value, f"of type {kind.__name__}")
-    return value
-
-
-def _json_object(reader: checkpoint_io.CheckpointReader, name: str) -> dict[str, Any]:
-    data = reader.json(name)
-    if not isinstance(data, dict):
-        raise CheckpointError(
-            f"{reader.path(name)} must hold a JSON object, not {type(data).__name__}."
-        )
-    return data
-
-
-def _check_like(loaded: Any, live: Any, where: Any, field: str) -> None:
-    """`loaded` has the layout of `live`: the same keys at every level, tensors of the same
-    shape and dtype, numbers for numbers. Lists of another length are left to the loader
-    (an optimizer may upgrade an older layout, or refuse it)."""
-
-    def describe(value: Any) -> str:
-        if isinstance(value, torch.Tensor):
-            return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-        if isinstance(value, dict):
-            return f"an object with keys {sorted(value, key=str)}"
-        return repr(value)
-
-    if isinstance(live, torch.Tensor):
-        ok = isinstance(loaded, torch.Tensor)
-        ok = ok and loaded.shape == live.shape and loaded.dtype == live.dtype
-    elif isinstance(live, dict):
-        ok = isinstance(loaded, dict) and sorted(loaded, key=str) == sorted(live, key=str)
-    elif isinstance(live, list | tuple):
-        ok = isinstance(loaded, list | tuple)
-    else:
-        ok = _is_number(loaded) if _is_number(live) else True
-    if not ok:
-        raise CheckpointError(
-            f"{where}: {field} is {describe(loaded)}; it must be {describe(live)} "
-            "(the layout of this algorithm's own)."
-        )
-    if isinstance(live, dict):
-        for key in live:
-            _check_like(loaded[key], live[key], where, f"{field}.{key}")
-    elif isinstance(live, list | tuple) and len(loaded) == len(live):
-        for index, (a, b) in enumerate(zip(loaded, live)):
-            _check_like(a, b, where, f"{field}[{index}]")

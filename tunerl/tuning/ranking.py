@@ -305,7 +305,8 @@ def evaluate_checkpoint(
     `export_best`), without the learner; returns their returns and lengths with mean and
     std. `env_config` entries are added to the config's (e.g. {"render_mode": "human"}).
     Classes the checkpoint names load as in `Algorithm.from_checkpoint` (`allow_import`)."""
-    from tunerl.core.algorithm import Algorithm, config_from_json
+    from tunerl.core.algorithm import Algorithm
+    from tunerl.core.config_json import config_from_json
     from tunerl.core.env_runner import EnvRunner
     from tunerl.core.rl_module import RLModule
 
