@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_quick_start_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     quick_start = blocks[0].replace(
-        "train_batch_size_per_learner=2000", "train_batch_size_per_learner=400"
+        "train_batch_size_per_learner=2000", "train_batch_size_per_learner=512"
     )
     quick_start = quick_start.replace("range(5)", "range(2)")
     monkeypatch.chdir(tmp_path)
