@@ -272,8 +272,8 @@ def tensors_from_bytes(data: bytes, where: str | os.PathLike) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        # torch's message ends with advice to pass weights_only=False, which would run the
-        # file's code; keep only its first line, which says what it refused.
+        # torch's message ends with advice to switch its weights-only protection off, which
+        # would run the file's code; keep only its first line, which says what it refused.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
             f"{where} does not hold only tensors and plain containers, so it was not loaded: "
