@@ -13,19 +13,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [
-        "ppo_cartpole",
-        "ppo_pendulum",
-        "dqn_cartpole",
-        "sac_pendulum",
-        "sac_cartpole",
-        "appo_cartpole",
-        "appo_pendulum",
-        "impala_cartpole",
-    ],
-)
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXPERIMENTS.glob("*.yaml")))
 def test_experiment_reaches_its_target(name):
     path = EXPERIMENTS / f"{name}.yaml"
     experiment = load_experiment(path)
