@@ -14,7 +14,16 @@ import pytest
 from ray import tune
 from torch import nn
 
-from tunerl import Callbacks, ConfigError, DQNConfig, Learner, PPOConfig, RLModule, RLModuleSpec
+from tunerl import (
+    Callbacks,
+    ConfigError,
+    DQNConfig,
+    Learner,
+    PPOConfig,
+    RLModule,
+    RLModuleSpec,
+    SACConfig,
+)
 
 
 class WidthModule(RLModule):
@@ -206,3 +215,14 @@ def test_build_algo_outside_tune_leaves_no_folder_in_ray_results(tmp_path):
     assert "after train: []" in lines
     assert "saved under home: True" in lines
     assert not (tmp_path / "tune").exists()
+
+
+@pytest.mark.parametrize("where", ["model_config", "rl_module_spec"])
+def test_sac_refuses_no_hidden_layers_at_validate_not_with_an_index_error(where):
+    config = SACConfig().environment("Pendulum-v1")
+    if where == "model_config":
+        config.rl_module(model_config={"fcnet_hiddens": []})
+    else:
+        config.rl_module(rl_module_spec=RLModuleSpec(model_config={"fcnet_hiddens": []}))
+    with pytest.raises(ConfigError, match=r"fcnet_hiddens'\]=\[\].*at least one hidden layer"):
+        config.validate()

@@ -17,7 +17,7 @@ from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import STATE_FILE, Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
-from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
+from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
 from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.learner import Learner
 from tunerl.core.off_policy import (
@@ -137,6 +137,17 @@ class SACConfig(AlgorithmConfig):
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
         super().__init__(algo_class=algo_class or SAC)
+
+    def validate(self) -> None:
+        super().validate()
+        spec_config = (self.rl_module_spec.model_config if self.rl_module_spec else None) or {}
+        hiddens = {**self.model_config, **spec_config}.get("fcnet_hiddens")
+        if hiddens is not None and len(hiddens) == 0:
+            # The actor's heads and the stacked critics are built on a hidden layer.
+            raise ConfigError(
+                "model_config['fcnet_hiddens']=[]: SAC's actor and critics need at least one "
+                "hidden layer; give one or more positive widths, e.g. [256, 256]."
+            )
 
 
 # ----------------------------------------------------------------------------- losses
