@@ -18,7 +18,7 @@ from tunerl import DQNConfig, PPOConfig, SACConfig
 from tunerl.algorithms.appo import APPOConfig
 from tunerl.algorithms.impala import IMPALAConfig
 from tunerl.core import columns as c
-from tunerl.core.checkpoint_io import CheckpointError, space_from_json, space_to_json
+from tunerl.core.checkpoint_io import CheckpointError
 from tunerl.core.env_runner import EnvActions
 from tunerl.core.rl_module import (
     DefaultRLModule,
@@ -26,6 +26,7 @@ from tunerl.core.rl_module import (
     UnsupportedSpaceError,
     flatten_observations,
 )
+from tunerl.core.spaces_json import space_from_json, space_to_json
 
 Box, Discrete, MultiDiscrete, MultiBinary = (
     gym.spaces.Box,

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunerl.core import checkpoint_io, columns
+from tunerl.core import checkpoint_io, columns, spaces_json
 from tunerl.core.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
 MODULE_STATE_FILE = "module_state.pt"
@@ -262,8 +262,8 @@ class RLModuleSpec:
     def to_json(self) -> dict:
         return {
             "module_class": checkpoint_io.class_path(self.module_class or DefaultRLModule),
-            "observation_space": checkpoint_io.space_to_json(self.observation_space),
-            "action_space": checkpoint_io.space_to_json(self.action_space),
+            "observation_space": spaces_json.space_to_json(self.observation_space),
+            "action_space": spaces_json.space_to_json(self.action_space),
             "model_config": self.model_config,
             "observation_filter": self.observation_filter,
         }
@@ -290,7 +290,7 @@ class RLModuleSpec:
         spaces = {}
         for name in ("observation_space", "action_space"):
             try:
-                spaces[name] = checkpoint_io.space_from_json(data[name])
+                spaces[name] = spaces_json.space_from_json(data[name])
             except checkpoint_io.CheckpointError as cause:
                 raise error(f"{where}: {name}: {cause}") from None
             except Exception as cause:  # noqa: BLE001 - any malformed space description
