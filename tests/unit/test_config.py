@@ -1,5 +1,6 @@
 """AlgorithmConfig / PPOConfig: errors that name field, value and rule; dict round trips;
-deprecated names; Tune search spaces; cross-field checks; schedules."""
+deprecated names; Tune search spaces; cross-field checks; schedules; the fields a config
+declares; env steps per sample call; which changes rebuild the runners."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from ray import tune
 
-from tunerl import PPO, AlgorithmConfig, Callbacks, ConfigError, PPOConfig
+from tunerl import PPO, AlgorithmConfig, Callbacks, ConfigError, DQNConfig, PPOConfig, SACConfig
 from tunerl.core import columns as c
+from tunerl.core.fields import BASE_FIELDS, NUMBER, REPLAY_FIELDS, field, with_defaults
 
 
 class RecordingCallbacks(Callbacks):
@@ -285,3 +287,87 @@ def test_lr_schedule_is_interpolated_over_sampled_env_steps(tiny_config, build):
         steps = result["num_env_steps_sampled_lifetime"]
         expected = float(np.interp(steps, [0, 1000], [1e-2, 1e-3]))
         assert result["learners"][c.DEFAULT_MODULE_ID]["curr_lr"] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------ what a config declares
+class ReplayOnlyConfig(AlgorithmConfig):
+    """A config built from the groups alone, without SGD_FIELDS: what SACConfig becomes."""
+
+    FIELDS = {
+        **with_defaults(
+            {**BASE_FIELDS, **REPLAY_FIELDS},
+            {"rollout_fragment_length": 1, "num_steps_sampled_before_learning_starts": 10},
+        ),
+        "actor_lr": field("training", 1e-3, "Actor learning rate.", *NUMBER, low=0),
+        "critic_lr": field("training", 1e-3, "Critics' learning rate.", *NUMBER, low=0),
+    }
+
+
+def test_a_field_the_config_does_not_declare_is_unknown_with_the_closest_names():
+    with pytest.raises(ConfigError) as error:
+        ReplayOnlyConfig().training(lr=1e-3)
+    assert str(error.value) == (
+        "ReplayOnlyConfig.training() got an unknown field 'lr'. "
+        "Did you mean one of 'actor_lr', 'critic_lr'?"
+    )
+    with pytest.raises(ConfigError, match="unknown field 'num_epochs'"):
+        ReplayOnlyConfig().training(num_epochs=2)
+    with pytest.raises(ConfigError, match=r"PPOConfig.training\(\) got an unknown field 'n_step'"):
+        PPOConfig().training(n_step=3)
+
+
+def test_a_config_without_sgd_fields_validates_and_round_trips():
+    config = ReplayOnlyConfig().environment("CartPole-v1")
+    config.validate()
+    assert "minibatch_size" not in config.to_dict()
+    assert ReplayOnlyConfig.from_dict(config.to_dict()) == config
+
+
+# ------------------------------------------------------------ env steps per sample call
+def test_env_steps_per_sample_is_the_fragment_on_every_sub_env():
+    config = PPOConfig().env_runners(
+        num_env_runners=3, num_envs_per_env_runner=4, rollout_fragment_length=25
+    )
+    assert config.get_rollout_fragment_length() == 25
+    assert config.env_steps_per_sample() == 100
+    assert config.env_steps_per_round() == 300
+    assert config.env_steps_per_round(num_runners=2) == 200
+    assert config.copy().env_runners(num_env_runners=0).env_steps_per_round() == 100
+
+
+def test_auto_fragment_splits_the_train_batch_over_every_sub_env():
+    config = PPOConfig().env_runners(num_env_runners=3, num_envs_per_env_runner=4)
+    config.training(train_batch_size_per_learner=1000)
+    assert config.get_rollout_fragment_length() == 84  # ceil(1000 / 12)
+    assert config.env_steps_per_round() == 1008 >= config.train_batch_size_per_learner
+
+
+@pytest.mark.parametrize("config_class", [ReplayOnlyConfig, SACConfig, DQNConfig])
+def test_auto_fragment_is_refused_at_validate_by_configs_that_replay(config_class):
+    config = config_class().environment("CartPole-v1").env_runners(rollout_fragment_length="auto")
+    assert config_class.replays_experience() and not PPOConfig.replays_experience()
+    with pytest.raises(ConfigError) as error:
+        config.validate()
+    message = str(error.value)
+    assert f"{config_class.__name__}.env_runners(rollout_fragment_length='auto')" in message
+    assert "transitions replayed per update" in message and "as an integer" in message
+    config.env_runners(rollout_fragment_length=2)
+    config.validate()
+    assert config.env_steps_per_sample() == 2 * config.num_envs_per_env_runner
+
+
+# ---------------------------------------------------------------- runner rebuilds
+def test_needs_new_runners_when_a_field_marked_rebuilds_runners_changes():
+    built = PPOConfig().environment("CartPole-v1")
+    assert not built.copy().needs_new_runners(built)
+    assert not built.copy().training(lr=0.1, gamma=0.5).needs_new_runners(built)
+    assert not built.copy().env_runners(explore=False, sample_timeout_s=5).needs_new_runners(built)
+    assert built.copy().env_runners(num_envs_per_env_runner=2).needs_new_runners(built)
+    assert built.copy().rl_module(model_config={"fcnet_hiddens": [8]}).needs_new_runners(built)
+    assert built.copy().evaluation(evaluation_interval=1).needs_new_runners(built)
+
+
+def test_section_methods_return_the_config_they_were_called_on():
+    config = PPOConfig()
+    assert config.training(lr=1e-3).environment("CartPole-v1") is config
+    assert isinstance(config.copy(), PPOConfig)
