@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import logging
-import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +33,18 @@ INTERRUPTED_EXIT = 130
 DEFAULT_TRAIN_STOP = {"num_env_steps_sampled_lifetime": 100_000}
 DEFAULT_RESULTS_DIR = Path("results")
 RANKING_ROWS = 10
-# Columns of Tune's progress table during `tunerl tune`, beside the searched fields.
-PROGRESS_COLUMNS = {
-    "training_iteration": "iter",
-    "num_env_steps_sampled_lifetime": "env steps",
-}
+# `tunerl tune`'s options that go to `run_sweep` under the same name.
+SWEEP_OPTIONS = (
+    "search sampler scheduler max_concurrent storage_path name optuna_storage seed "
+    "perturbation_interval"
+).split()
 # RLlib's `--framework`: tunerl runs on torch only.
 FRAMEWORKS = ("torch",)
-# How `tunerl train` names the cap a run stopped at ("the 100,000 env-step cap").
-CAP_UNITS = {
-    "training_iteration": "iteration",
-    "num_env_steps_sampled_lifetime": "env-step",
-    "num_env_steps_trained_lifetime": "trained-env-step",
-    "num_episodes_lifetime": "episode",
-    "time_total_s": "second",
-}
 
 
 def _parse_stop(items: list[str]) -> dict[str, float]:
     """`--stop KEY=VALUE` (repeatable) or RLlib's `--stop '{"KEY": VALUE, ...}'`."""
-    from tunerl.tuning.search_space import check_stop
+    from tunerl.tuning.stopping import check_stop
 
     stop: dict[str, Any] = {}
     for item in items:
@@ -85,7 +74,7 @@ def _parse_config(text: str | None) -> dict[str, Any]:
     """`--config`: a JSON object, or a YAML/JSON file holding a mapping. RLlib's
     `"framework": "torch"` is accepted and dropped (torch is the only framework)."""
     from tunerl.core.config import ConfigError
-    from tunerl.tuning.search_space import read_yaml
+    from tunerl.tuning.files import read_yaml
 
     if not text:
         return {}
@@ -113,21 +102,11 @@ def _framework(name: Any) -> str:
     return name
 
 
-def _algo_class(name: str):
-    from tunerl import ALGORITHMS
-
-    if name not in ALGORITHMS:
-        close = difflib.get_close_matches(name.upper(), list(ALGORITHMS), n=1, cutoff=0.3)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise CLIError(f"Unknown algorithm {name!r}; available: {sorted(ALGORITHMS)}.{hint}")
-    return ALGORITHMS[name]
-
-
 def _print_progress(result: dict, start: float) -> None:
     from tunerl.core import metrics as m
-    from tunerl.experiments import lookup
+    from tunerl.tuning.files import get_path
 
-    episode_return = lookup(result, m.EPISODE_RETURN_MEAN_KEY)
+    episode_return = get_path(result, m.EPISODE_RETURN_MEAN_KEY)
     print(
         f"iter {result['training_iteration']:4d}  "
         f"steps {result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]:>9,d}  "
@@ -139,154 +118,94 @@ def _print_progress(result: dict, start: float) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tunerl.core import metrics as m
-    from tunerl.experiments import load_experiment, lookup, reached_stop_keys
-    from tunerl.tuning.search_space import BUDGET_KEYS
+    from tunerl.experiments import load_experiment, train_until
+    from tunerl.tuning.files import default_config
+    from tunerl.tuning.stopping import reached_stop_keys, targets
 
     start = time.perf_counter()
+    if args.framework is not None:
+        _framework(args.framework)
     user_stop = _parse_stop(args.stop)
     if args.experiment:
         experiment = load_experiment(args.experiment)
-        config = experiment.algo_config()
-        stop = {**experiment.stop, **user_stop}
-        targets = {experiment.target_metric: experiment.target_value}
-        algo_name, env_name = experiment.algo, experiment.env
+        config, stop = experiment.algo_config(), {**experiment.stop, **user_stop}
+        wanted, run_name = experiment.target_stop, f"{experiment.algo}_{experiment.env}"
+    elif not args.env:
+        raise CLIError("tunerl train needs --env (or an experiment file).")
     else:
-        if not args.env:
-            raise CLIError("tunerl train needs --env (or an experiment file).")
-        algo_name, env_name = args.algo, args.env
-        config = _algo_class(args.algo).get_default_config().environment(args.env)
-        stop = {**DEFAULT_TRAIN_STOP, **user_stop}
-        targets = {key: value for key, value in stop.items() if key not in BUDGET_KEYS}
+        config, stop = default_config(args.algo, args.env), {**DEFAULT_TRAIN_STOP, **user_stop}
+        wanted, run_name = targets(stop), f"{args.algo}_{args.env}"
     config.update_from_dict(_parse_config(args.config))
     if args.seed is not None:
         config.debugging(seed=args.seed)
-    algo = config.build_algo()
-    try:
-        while True:
-            result = algo.train()
-            _print_progress(result, start)
-            reached = reached_stop_keys(result, stop)
-            if reached:
-                break
-        default_dir = DEFAULT_RESULTS_DIR / f"{algo_name}_{env_name.replace('/', '_')}"
-        path = algo.save_to_path(Path(args.checkpoint_dir or default_dir) / "checkpoint")
-        print(f"checkpoint: {path}")
-    finally:
-        algo.stop()
+    checkpoint_dir = Path(args.checkpoint_dir or DEFAULT_RESULTS_DIR / run_name.replace("/", "_"))
+    run = train_until(
+        config,
+        stop,
+        on_result=lambda result: _print_progress(result, start),
+        checkpoint_path=checkpoint_dir / "checkpoint",
+    )
+    print(f"checkpoint: {run.checkpoint_path}")
     # As Tune's dict stopper: reaching any target is success.
-    if not targets or reached_stop_keys(result, targets):
+    if not wanted or reached_stop_keys(run.result, wanted):
         return 0
-    cap = reached[0]
-    unit = CAP_UNITS.get(cap)
-    limit = f"{stop[cap]:,.0f}" if float(stop[cap]).is_integer() else f"{stop[cap]:,g}"
-    where = f"the {limit} {unit} cap" if unit else f"the cap {cap}={limit}"
-    episode_return = lookup(result, m.EPISODE_RETURN_MEAN_KEY)
-    with_return = (
-        f" with {m.EPISODE_RETURN_MEAN} {episode_return:.1f}" if episode_return is not None else ""
-    )
-    wanted = " or ".join(f"{key}={value:g}" for key, value in targets.items())
-    print(
-        f"tunerl: stopped at {where}{with_return}; the target {wanted} was not reached.",
-        file=sys.stderr,
-    )
+    print(f"tunerl: {_missed_target(run, stop, wanted)}", file=sys.stderr)
     return TARGET_MISSED_EXIT
 
 
-def _load_space(path: str):
-    """A search-space file, or an experiment file that names one."""
-    from tunerl.tuning.search_space import SearchSpaceError, load_search_space, read_yaml
+def _missed_target(run, stop: dict[str, float], wanted: dict[str, float]) -> str:
+    """Which cap a run ended at, its return, and the target it missed."""
+    from tunerl.core import metrics as m
+    from tunerl.tuning.files import get_path
+    from tunerl.tuning.stopping import BUDGET_UNITS
 
-    file = Path(path)
-    if file.is_dir():
-        raise CLIError(f"{path} is a folder: to continue the sweep in it, add --resume.")
-    if not file.is_file():
-        raise CLIError(f"{path}: no such file (expected a search space or an experiment).")
-    data = read_yaml(file, SearchSpaceError)
-    if isinstance(data, dict) and "space" not in data and "search_space" in data:
-        from tunerl.experiments import load_experiment
-
-        experiment = load_experiment(file)
-        return experiment.search_space(), experiment
-    if isinstance(data, dict) and "space" not in data:
-        raise CLIError(
-            f"{path} has no 'space' (a search space) nor 'search_space' (an "
-            "experiment that names one)."
-        )
-    return load_search_space(file), None
+    cap = run.reached[0]
+    limit = f"{stop[cap]:,.0f}" if float(stop[cap]).is_integer() else f"{stop[cap]:,g}"
+    unit = BUDGET_UNITS.get(cap)
+    where = f"the {limit} {unit} cap" if unit else f"the cap {cap}={limit}"
+    episode_return = get_path(run.result, m.EPISODE_RETURN_MEAN_KEY)
+    if episode_return is not None:
+        where += f" with {m.EPISODE_RETURN_MEAN} {episode_return:.1f}"
+    target = " or ".join(f"{key}={value:g}" for key, value in wanted.items())
+    return f"stopped at {where}; the target {target} was not reached."
 
 
 def _print_ranking(ranked, metric: str, limit: int = RANKING_ROWS) -> None:
+    from tunerl.tuning.files import format_value, get_path
     from tunerl.tuning.plot import varied_numeric_fields
 
     fields = varied_numeric_fields([s.config for s in ranked])
     print(f"\n{'rank':>4}  {'score':>9}  {'env steps':>10}  config")
     for rank, score in enumerate(ranked[:limit], start=1):
-        shown = {name: _get(score.config, name) for name in fields}
-        text = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
-        print(f"{rank:>4}  {score.score:>9.2f}  {score.num_env_steps:>10,d}  {text}")
+        shown = ", ".join(f"{name}={format_value(get_path(score.config, name))}" for name in fields)
+        print(f"{rank:>4}  {score.score:>9.2f}  {score.num_env_steps:>10,d}  {shown}")
     print(f"(score: {metric})")
 
 
-def _get(config: dict, name: str) -> Any:
-    value: Any = config
-    for part in name.split("/"):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _init_ray() -> None:
-    """Starts (or joins, with RAY_ADDRESS) Ray; only errors from its own logger here."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.ERROR)
-
-
-def _progress_reporter(space):
-    from ray.tune import CLIReporter
-
-    return CLIReporter(
-        parameter_columns=space.param_names,
-        metric_columns={space.metric: space.metric.rpartition("/")[2], **PROGRESS_COLUMNS},
-        sort_by_metric=True,
-    )
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
-    from tunerl.experiments import DEFAULT_NUM_SAMPLES
+    from tunerl.experiments import DEFAULT_NUM_SAMPLES, load_sweep_file
     from tunerl.tuning import rank_trials, resume_sweep, run_sweep
+    from tunerl.tuning.console import progress_table, start_ray
     from tunerl.tuning.sweep import sweep_info, unfinished_trials
 
     if args.resume:
         info = sweep_info(args.target)
-        _init_ray()
+        start_ray()
         results = resume_sweep(args.target)
         metric, mode = info["metric"], info["mode"]
+    elif Path(args.target).is_dir():
+        raise CLIError(f"{args.target} is a folder: to continue the sweep in it, add --resume.")
     else:
-        space, experiment = _load_space(args.target)
-        stop = dict(space.stop)
-        stop.update(_parse_stop(args.stop))
+        space, experiment = load_sweep_file(args.target)
+        stop = {**space.stop, **_parse_stop(args.stop)}
         num_samples = args.num_samples or (experiment.num_samples if experiment else None)
-        _init_ray()
+        start_ray()
         results = run_sweep(
             space,
             num_samples=num_samples or DEFAULT_NUM_SAMPLES,
-            search=args.search,
-            sampler=args.sampler,
-            scheduler=args.scheduler,
-            max_concurrent=args.max_concurrent,
             stop=stop or None,
-            storage_path=args.storage_path,
-            name=args.name,
-            optuna_storage=args.optuna_storage,
-            seed=args.seed,
-            perturbation_interval=args.perturbation_interval,
-            progress_reporter=_progress_reporter(space),
+            progress_reporter=progress_table(space),
+            **{option: getattr(args, option) for option in SWEEP_OPTIONS},
         )
         metric, mode = space.metric, space.mode
     ranked = rank_trials(results, metric, mode)
@@ -306,16 +225,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tunerl.core.rl_module import MODULE_SPEC_FILE
     from tunerl.tuning import evaluate_checkpoint
 
-    if (Path(args.checkpoint) / MODULE_SPEC_FILE).is_file():
-        raise CLIError(
-            f"{args.checkpoint} is a module folder: it holds the network, not the env and "
-            "config to run it in. Evaluate the algorithm checkpoint it belongs to (the folder "
-            "above learner_group/), or a folder written by tunerl best --export; in Python, "
-            "RLModule.from_checkpoint() loads the module alone."
-        )
     env_config = {"render_mode": "human"} if args.render else None
     stats = evaluate_checkpoint(
         args.checkpoint,
@@ -324,6 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         explore=args.explore,
         env_config=env_config,
         allow_import=args.allow_import,
+        module_id=args.module_id,
     )
     for i, (ret, length) in enumerate(zip(stats["episode_returns"], stats["episode_lengths"])):
         print(f"episode {i + 1:3d}  return {ret:9.2f}  length {length}")
@@ -355,10 +267,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from tunerl import ALGORITHMS
+    from tunerl.tuning.files import algorithm_class
 
-    names = [args.algo] if args.algo else sorted(ALGORITHMS)
-    for name in names:
-        algo_class = _algo_class(name)
+    for name in [args.algo] if args.algo else sorted(ALGORITHMS):
+        algo_class = algorithm_class(name)
         print(f"{name}  ({algo_class.config_class.__name__})")
         by_section: dict[str, list] = {}
         for field_name, field in algo_class.config_class.FIELDS.items():
@@ -368,13 +280,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             for field_name, field in fields:
                 print(f"    {field_name:<36} = {field.default!r:<14} {field.doc}")
     return 0
-
-
-def _framework_option(name: str) -> str:
-    try:
-        return _framework(name)
-    except CLIError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -411,6 +316,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ERROR_EXIT, f"{self.prog}: error: {message}\n")
 
 
+def _stop_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--stop", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tunerl.core import metrics as m
     from tunerl.experiments import DEFAULT_NUM_SAMPLES
@@ -427,68 +336,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one algorithm in this process")
     train.add_argument("experiment", nargs="?", help="an experiments/*.yaml file (optional)")
-    train.add_argument(
-        "--algo", "--run", default="PPO", help="algorithm name (default PPO; --run as in RLlib)"
-    )
+    train.add_argument("--algo", "--run", default="PPO", help="algorithm (--run as in RLlib)")
     train.add_argument("--env", help="Gymnasium id or registered env name")
     train.add_argument("--config", help="config fields as JSON, or a YAML/JSON file")
-    train.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="stop when a result key reaches VALUE (repeatable; or a JSON object as in "
-        "RLlib); beside it the cap num_env_steps_sampled_lifetime=100000 holds. Ending at "
-        "a cap without reaching the other keys exits with status 1",
+    _stop_option(
+        train,
+        "stop when a result key reaches VALUE (repeatable; or a JSON object as in RLlib); "
+        "beside it the cap num_env_steps_sampled_lifetime=100000 holds. Ending at a cap "
+        "without reaching the other keys exits with status 1",
     )
-    train.add_argument(
-        "--framework",
-        type=_framework_option,
-        default="torch",
-        help="accepted for RLlib's command lines: torch is the only framework",
-    )
+    train.add_argument("--framework", help="RLlib's option: torch is the only framework")
     train.add_argument("--torch", action="store_true", help="RLlib's spelling of --framework torch")
     train.add_argument("--seed", type=int, help="seed of every random stream")
-    train.add_argument(
-        "--checkpoint-dir", help="where the final checkpoint goes (default results/<algo>_<env>)"
-    )
+    train.add_argument("--checkpoint-dir", help="for the final checkpoint (results/<algo>_<env>)")
     train.set_defaults(func=cmd_train)
 
     tune_cmd = commands.add_parser("tune", help="run a sweep (search space or experiment file)")
-    tune_cmd.add_argument(
-        "target",
-        help="search_spaces/*.yaml, an experiment naming one, or "
-        "with --resume an experiment directory",
-    )
-    tune_cmd.add_argument(
-        "--num-samples",
-        type=int,
-        help=f"trials (default: the experiment's num_samples, else {DEFAULT_NUM_SAMPLES})",
-    )
+    tune_cmd.add_argument("target", help="search space, experiment, or sweep folder (--resume)")
+    tune_cmd.add_argument("--num-samples", type=int, help=f"trials (else {DEFAULT_NUM_SAMPLES})")
     tune_cmd.add_argument("--search", choices=SEARCHES, default="optuna")
     tune_cmd.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler")
     tune_cmd.add_argument("--scheduler", choices=SCHEDULERS, default="none")
     tune_cmd.add_argument(
-        "--perturbation-interval",
-        type=int,
-        default=DEFAULT_PERTURBATION_INTERVAL,
-        help=f"PBT/PB2: iterations between perturbations (default {DEFAULT_PERTURBATION_INTERVAL})",
+        "--perturbation-interval", type=int, default=DEFAULT_PERTURBATION_INTERVAL, help="PBT/PB2"
     )
     tune_cmd.add_argument("--max-concurrent", type=int, help="trials running at once")
-    tune_cmd.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="stop a trial when a result key reaches VALUE (repeatable, or a JSON object; "
+    _stop_option(
+        tune_cmd,
+        "stop a trial when a result key reaches VALUE (repeatable, or a JSON object; "
         "default: the file's)",
     )
     tune_cmd.add_argument("--storage-path", help="results root (default ~/tunerl_results)")
     tune_cmd.add_argument("--name", help="experiment name (a folder under the storage path)")
-    tune_cmd.add_argument(
-        "--optuna-storage",
-        help="e.g. sqlite:///study.db, to resume and view the study with optuna-dashboard",
-    )
+    tune_cmd.add_argument("--optuna-storage", help="e.g. sqlite:///study.db (optuna-dashboard)")
     tune_cmd.add_argument("--seed", type=int, help="seed of the sampler and every trial")
     tune_cmd.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     tune_cmd.set_defaults(func=cmd_tune)
@@ -497,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a checkpoint, or a folder from tunerl best --export")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--module-id", default="default_policy", help="the module that acts")
     evaluate.add_argument("--explore", action="store_true", help="sample actions (default: greedy)")
     evaluate.add_argument("--render", action="store_true", help="render_mode='human'")
     evaluate.add_argument(
@@ -531,68 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet() -> None:
-    """No deprecation noise or info chatter from the libraries underneath; Tune's classic
-    progress table (one row per trial, the searched fields as columns)."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # A resumed trial reports again the iterations after its last checkpoint; Optuna keeps
-    # the first report of each and warns about every repeat.
-    warnings.filterwarnings("ignore", message="The reported value is ignored", module="optuna")
-    # Inherited by Ray's worker processes, which do not run this function.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # The level of Ray's logger in the processes Ray starts (trials log each checkpoint).
-    os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:
-        pass
-
-
-def _user_error_message(error: BaseException) -> str | None:
-    """The message of an error the user can fix (their option, config, file, checkpoint or
-    env), None for anything else, which is a bug and keeps its traceback. The one place
-    that knows tunerl's error types."""
-    import yaml
-
-    from tunerl.core.checkpoint_io import CheckpointError
-    from tunerl.core.config import ConfigError
-    from tunerl.core.rl_module import UnsupportedSpaceError
-    from tunerl.env.registry import EnvError
-    from tunerl.tuning.search_space import yaml_error_message
-
-    if isinstance(error, yaml.YAMLError):
-        mark = getattr(error, "problem_mark", None)
-        return yaml_error_message(mark.name if mark else "YAML", error)
-    user_errors = (CLIError, ConfigError, EnvError, CheckpointError, UnsupportedSpaceError)
-    if isinstance(error, user_errors):
-        return str(error)
-    return None
-
-
-class _OneLineHandler(logging.StreamHandler):
-    """tunerl's warnings on stderr as `tunerl: warning: ...` (e.g. an RLlib stop key mapped
-    to tunerl's name)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr  # the current one (tests and callers may replace it)
-        super().emit(record)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"tunerl: {record.levelname.lower()}: {record.getMessage()}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    _quiet()
-    library_logger = logging.getLogger("tunerl")
-    if not any(isinstance(h, _OneLineHandler) for h in library_logger.handlers):
-        library_logger.addHandler(_OneLineHandler())
+    from tunerl.tuning.console import quiet_libraries, show_log_records, user_error_message
+
+    quiet_libraries()
+    show_log_records()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -600,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tunerl: interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
     except Exception as error:
-        message = _user_error_message(error)
+        message = str(error) if isinstance(error, CLIError) else user_error_message(error)
         if message is None:
             raise
         print(f"tunerl: error: {message}", file=sys.stderr)

@@ -8,26 +8,48 @@ stop, and the return the experiment must reach. The learning tests and benchmark
     target: {metric: env_runners/episode_return_mean, min: 450}
     search_space: search_spaces/ppo_cartpole.yaml   # optional: what `tunerl tune` sweeps
     num_samples: 16                                  # optional: trials of that sweep
+
+`train_until` is tunerl's one training loop outside Tune: `run_experiment` and `tunerl train`
+both run through it.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunerl.core import metrics as m
 from tunerl.core.config import AlgorithmConfig, ConfigError
-from tunerl.tuning.search_space import (
-    RESULT_KEYS,
-    SearchSpaceError,
-    check_stop,
+from tunerl.tuning.files import (
+    algorithm_class,
+    closest,
+    default_config,
+    get_path,
+    is_number,
     read_yaml,
-    search_space_from_dict,
 )
+from tunerl.tuning.search_space import SearchSpace
+from tunerl.tuning.search_space_file import SearchSpaceError, search_space_from_dict
+from tunerl.tuning.stopping import check_stop, reached_stop_keys, should_stop
 
+__all__ = [
+    "DEFAULT_NUM_SAMPLES",
+    "Experiment",
+    "TrainingRun",
+    "experiment_from_dict",
+    "load_experiment",
+    "load_sweep_file",
+    "lookup",
+    "reached_stop_keys",
+    "run_experiment",
+    "should_stop",
+    "train_until",
+]
+
+# The name under which the learning tests and benchmarks read a result key.
+lookup = get_path
 _REQUIRED_KEYS = ("algo", "env", "stop", "target")
 _KEYS = (*_REQUIRED_KEYS, "name", "config", "description", "search_space", "num_samples")
 _TARGET_KEYS = ("metric", "min")
@@ -55,7 +77,12 @@ class Experiment:
     def target_value(self) -> float:
         return float(self.target["min"])
 
-    def search_space(self):
+    @property
+    def target_stop(self) -> dict[str, float]:
+        """The target as a stop criterion, `{metric: min}`."""
+        return {self.target_metric: self.target_value}
+
+    def search_space(self) -> SearchSpace:
         """The experiment's search space (a file named relative to the experiment's folder
         or its parent): the experiment's config under the space's own fixed fields (which
         are set for the sweep), and the experiment's stop criteria."""
@@ -87,59 +114,53 @@ class Experiment:
 
     def algo_config(self, **overrides: Any) -> AlgorithmConfig:
         """The experiment's config, with `overrides` (e.g. `seed=3`) on top."""
-        from tunerl import ALGORITHMS
-
-        config = ALGORITHMS[self.algo].get_default_config().environment(self.env)
-        return config.update_from_dict({**self.config, **overrides})
-
-
-def _closest(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+        return default_config(self.algo, self.env).update_from_dict({**self.config, **overrides})
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
     """Reads and checks an experiment file; errors name the file and the key."""
-    from tunerl import ALGORITHMS
+    return experiment_from_dict(read_yaml(path, ConfigError), Path(path))
 
-    path = Path(path)
-    data = read_yaml(path, ConfigError)
+
+def experiment_from_dict(data: Any, path: Path | None = None) -> Experiment:
+    """Checks an experiment given as a dict (what a YAML file holds); `path` names the file
+    in error messages."""
+    where = path or "experiment"
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an experiment file must be a mapping, got {type(data)}.")
+        raise ConfigError(f"{where}: an experiment file must be a mapping, got {type(data)}.")
     for key in data:
         if key not in _KEYS:
             raise ConfigError(
-                f"{path}: unknown key {key!r}; allowed: {sorted(_KEYS)}.{_closest(key, _KEYS)}"
+                f"{where}: unknown key {key!r}; allowed: {sorted(_KEYS)}.{closest(key, _KEYS)}"
             )
     for key in _REQUIRED_KEYS:
         if key not in data:
-            raise ConfigError(f"{path}: missing key {key!r}.")
-    if data["algo"] not in ALGORITHMS:
-        raise ConfigError(
-            f"{path}: algo {data['algo']!r} is not one of {sorted(ALGORITHMS)}."
-            f"{_closest(str(data['algo']), ALGORITHMS)}"
-        )
+            raise ConfigError(f"{where}: missing key {key!r}.")
+    try:
+        algorithm_class(data["algo"])
+    except ConfigError as error:
+        raise ConfigError(f"{where}: algo: {error}") from None
     stop = data["stop"]
-    if not isinstance(stop, dict) or not all(_is_number(v) for v in stop.values()):
-        raise ConfigError(f"{path}: stop needs a mapping of result key: number, got {stop!r}.")
-    stop = check_stop(stop, where=f"{path}: stop.")
+    if not isinstance(stop, dict) or not all(is_number(v) for v in stop.values()):
+        raise ConfigError(f"{where}: stop needs a mapping of result key: number, got {stop!r}.")
+    stop = check_stop(stop, where=f"{where}: stop.")
     target = data["target"]
     if (
         not isinstance(target, dict)
         or set(_TARGET_KEYS) - set(target)
-        or not _is_number(target["min"])
+        or not is_number(target["min"])
     ):
         raise ConfigError(
-            f"{path}: target needs 'metric' (a result key) and 'min' (a number), got {target!r}."
+            f"{where}: target needs 'metric' (a result key) and 'min' (a number), got {target!r}."
         )
     num_samples = data.get("num_samples", DEFAULT_NUM_SAMPLES)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ConfigError(f"{path}: num_samples must be a positive integer, got {num_samples!r}.")
+        raise ConfigError(f"{where}: num_samples must be a positive integer, got {num_samples!r}.")
     config = data.get("config") or {}
     if not isinstance(config, dict):
-        raise ConfigError(f"{path}: config needs a mapping of field: value, got {config!r}.")
+        raise ConfigError(f"{where}: config needs a mapping of field: value, got {config!r}.")
     experiment = Experiment(
-        name=data.get("name", path.stem),
+        name=data.get("name", path.stem if path else "experiment"),
         algo=data["algo"],
         env=data["env"],
         config=dict(config),
@@ -153,56 +174,60 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     try:
         experiment.algo_config().validate()
     except ConfigError as error:
-        raise ConfigError(f"{path}: config: {error}") from None
+        raise ConfigError(f"{where}: config: {error}") from None
     return experiment
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def lookup(result: dict[str, Any], key: str) -> Any:
-    """`result["env_runners"]["episode_return_mean"]` for key "env_runners/episode_return_mean"."""
-    value: Any = result
-    for part in key.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def reached_stop_keys(result: dict[str, Any], stop: dict[str, float]) -> list[str]:
-    """The stop keys whose value in `result` is at or beyond the limit (Tune's dict stopper
-    stops when there is any). A key the result does not hold raises a ConfigError naming the
-    closest key it holds, as Tune does: such a criterion could never be met. Evaluation keys
-    are only in the results of evaluation iterations, so they may be missing."""
-    reached = []
-    for key, limit in stop.items():
-        value = lookup(result, key)
-        if value is None and not key.startswith(f"{m.EVALUATION_RESULTS}/"):
-            keys = sorted(set(_flat_keys(result)) | set(RESULT_KEYS))
-            raise ConfigError(
-                f"stop key {key!r} is not in the results, so it can never be met."
-                f"{_closest(key, keys)}"
+def load_sweep_file(path: str | os.PathLike) -> tuple[SearchSpace, Experiment | None]:
+    """What `tunerl tune FILE` sweeps, reading FILE once: a search-space file (it has
+    `space`), or an experiment that names one (it has `search_space`, and is returned too)."""
+    path = Path(path)
+    data = read_yaml(path, SearchSpaceError)
+    if isinstance(data, dict) and "space" not in data:
+        if "search_space" not in data:
+            raise SearchSpaceError(
+                f"{path} has no 'space' (a search space) nor 'search_space' (an experiment "
+                "that names one)."
             )
-        if value is not None and value == value and value >= limit:
-            reached.append(key)
-    return reached
+        experiment = experiment_from_dict(data, path)
+        return experiment.search_space(), experiment
+    return search_space_from_dict(data, path), None
 
 
-def should_stop(result: dict[str, Any], stop: dict[str, float]) -> bool:
-    """Tune's dict stopper: any metric at or beyond its value (see `reached_stop_keys`)."""
-    return bool(reached_stop_keys(result, stop))
+@dataclass
+class TrainingRun:
+    """How `train_until` ended: the last result, the stop keys it met, and the checkpoint
+    it saved (None if it was not asked to)."""
+
+    result: dict[str, Any]
+    reached: list[str]
+    checkpoint_path: str | None = None
 
 
-def _flat_keys(result: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for name, value in result.items():
-        if isinstance(value, dict):
-            keys.extend(_flat_keys(value, f"{prefix}{name}/"))
-        elif name != "config":
-            keys.append(f"{prefix}{name}")
-    return keys
+def train_until(
+    config: AlgorithmConfig,
+    stop: Mapping[str, float],
+    *,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+) -> TrainingRun:
+    """Builds the algorithm of `config` in this process and trains it until a stop criterion
+    is met (Tune's dict stopper, see `reached_stop_keys`), calling `on_result` with each
+    result; then saves a checkpoint to `checkpoint_path` if given, and stops the algorithm
+    (also when training fails)."""
+    algo = config.build_algo()
+    try:
+        while True:
+            result = algo.train()
+            if on_result is not None:
+                on_result(result)
+            reached = reached_stop_keys(result, stop)
+            if reached:
+                break
+        saved = algo.save_to_path(checkpoint_path) if checkpoint_path is not None else None
+    finally:
+        algo.stop()
+    return TrainingRun(result=result, reached=reached, checkpoint_path=saved)
 
 
 def run_experiment(path: str | os.PathLike, sweep: bool = False, **overrides: Any):
@@ -217,14 +242,6 @@ def run_experiment(path: str | os.PathLike, sweep: bool = False, **overrides: An
 
         options = {"num_samples": experiment.num_samples, **overrides}
         return run_sweep(experiment.search_space(), **options)
-    algo = experiment.algo_config(**overrides).build_algo()
-    try:
-        while True:
-            result = algo.train()
-            if should_stop(result, experiment.stop):
-                break
-    finally:
-        algo.stop()
-    value = lookup(result, experiment.target_metric)
-    result["reached_target"] = value is not None and value >= experiment.target_value
+    result = train_until(experiment.algo_config(**overrides), experiment.stop).result
+    result["reached_target"] = bool(reached_stop_keys(result, experiment.target_stop))
     return result

@@ -143,7 +143,7 @@ def test_best_exports_evaluate_runs_the_export_and_plot_writes_a_png(cli_sweep, 
     best = run("best", str(experiment_dir), "--by", "mean_last", "--export", "out", cwd=tmp_path)
     assert best.returncode == 0, best.stderr
     assert f"exported: {tmp_path / 'out'}" in best.stdout
-    assert (tmp_path / "out" / "module" / "module_spec.json").is_file()
+    assert (tmp_path / "out" / "rl_module" / "default_policy" / "module_spec.json").is_file()
     checkpoint = re.search(r"^best checkpoint: (.+)$", best.stdout, re.MULTILINE).group(1)
     from_export, plot = run_all(
         [

@@ -1,5 +1,5 @@
 """Honest ranking of a sweep: scores from learning curves, ranking by the evaluation return,
-re-evaluation on fresh seeds, export of the best module, evaluation of a checkpoint, plots."""
+re-evaluation on fresh seeds, plots."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from tunerl import RLModule
 from tunerl.core.metrics import EVALUATION_RETURN_MEAN_KEY
 from tunerl.tuning import (
-    evaluate_checkpoint,
-    export_best,
     normalized_score,
     plot_experiment,
     rank_trials,
@@ -101,48 +97,6 @@ def test_reevaluate_trains_the_top_config_again_on_fresh_seeds(grid_sweep):
     params = [json.loads(p.read_text()) for p in folder.glob("*/params.json")]
     assert sorted(p["seed"] for p in params) == sorted(seeds)
     assert all(p["lr"] == best.config["lr"] for p in params)
-
-
-def test_export_best_writes_a_module_folder_that_loads_on_its_own(grid_sweep, tmp_path):
-    out = export_best(grid_sweep, tmp_path / "best")
-    assert sorted(p.name for p in out.iterdir()) == [
-        "MANIFEST.json",
-        "config.json",
-        "module",
-        "scores.json",
-    ]
-    module = RLModule.from_checkpoint(out / "module")
-    logits = module.forward_inference({"obs": torch.zeros(3, 4)})["action_dist_inputs"]
-    assert logits.shape == (3, 2)
-    config = json.loads((out / "config.json").read_text())
-    scores = json.loads((out / "scores.json").read_text())
-    best = rank_trials(grid_sweep)[0]
-    assert config["config"]["lr"] == best.config["lr"] and config["algo_class"].endswith(":PPO")
-    assert scores["best"]["trial_id"] == best.trial_id
-    assert [entry["trial_id"] for entry in scores["ranking"]][0] == best.trial_id
-    # Exporting again replaces the earlier export; another folder is never replaced.
-    assert export_best(grid_sweep, out) == out
-    precious = tmp_path / "precious"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="is not a tunerl checkpoint"):
-        export_best(grid_sweep, precious)
-    assert (precious / "notes.txt").read_text() == "keep me"
-
-
-def test_evaluate_checkpoint_runs_seeded_episodes_from_a_checkpoint_or_an_export(
-    grid_sweep, tmp_path
-):
-    checkpoint = rank_trials(grid_sweep)[0].checkpoint
-    first = evaluate_checkpoint(checkpoint, episodes=3, seed=5)
-    again = evaluate_checkpoint(checkpoint, episodes=3, seed=5)
-    assert len(first["episode_returns"]) == 3
-    assert first == again
-    assert first["mean"] == pytest.approx(np.mean(first["episode_returns"]))
-    exported = evaluate_checkpoint(export_best(grid_sweep, tmp_path / "best"), episodes=3, seed=5)
-    assert exported == first
-    with pytest.raises(ValueError, match="episodes=0 must be at least 1"):
-        evaluate_checkpoint(checkpoint, episodes=0)
 
 
 def test_plot_writes_a_png_of_curves_and_the_searched_field(grid_sweep, tmp_path):

@@ -15,7 +15,8 @@ from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
 from tunerl.tuning import SearchSpaceError, build_tuner, load_search_space, make_sampler
-from tunerl.tuning.search_space import DefineByRun, check_stop
+from tunerl.tuning.search_space import DefineByRun
+from tunerl.tuning.stopping import check_stop
 from tunerl.tuning.sweep import SCHEDULERS
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

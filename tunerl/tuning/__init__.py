@@ -2,20 +2,19 @@
 honest ranking, export, plots and TensorBoard. Thin helpers over `ray.tune`, not a second
 scheduler."""
 
+from tunerl.tuning.export import evaluate_checkpoint, export_best, export_checkpoint
 from tunerl.tuning.plot import plot_experiment
 from tunerl.tuning.ranking import (
     Reevaluation,
     TrialScore,
-    evaluate_checkpoint,
-    export_best,
     load_results,
     normalized_score,
     rank_trials,
     reevaluate,
     score_history,
 )
-from tunerl.tuning.search_space import (
-    SearchSpace,
+from tunerl.tuning.search_space import SearchSpace
+from tunerl.tuning.search_space_file import (
     SearchSpaceError,
     load_search_space,
     search_space_from_dict,
@@ -39,6 +38,7 @@ __all__ = [
     "build_tuner",
     "evaluate_checkpoint",
     "export_best",
+    "export_checkpoint",
     "load_results",
     "load_search_space",
     "make_sampler",

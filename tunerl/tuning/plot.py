@@ -13,8 +13,8 @@ from ray.tune.utils import flatten_dict
 
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
+from tunerl.tuning.files import PATH_SEPARATOR
 from tunerl.tuning.ranking import SEED_FIELD, load_results, rank_trials
-from tunerl.tuning.search_space import PATH_SEPARATOR
 
 DEFAULT_PLOT_FILE = "sweep.png"
 # A searched field is drawn on a log axis when its values span more than this factor.

@@ -1,4 +1,5 @@
-"""Honest ranking of a sweep's trials, re-evaluation on fresh seeds, and export of the best.
+"""Honest ranking of a sweep's trials, and re-evaluation of the best on fresh seeds
+(`export.py` takes the best checkpoint out of the sweep).
 
 A trial's score is its `metric` at the end (`by="last"`), its best report (`"max"`), the mean
 of its last `last_n` reports (`"mean_last"`, less noisy), or the area under its learning curve
@@ -13,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,16 @@ import numpy as np
 from ray import tune
 from ray.tune.result import TRAINING_ITERATION
 
-from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
-from tunerl.tuning.search_space import MODES, get_path
+from tunerl.tuning.files import algorithm_class, get_path
+from tunerl.tuning.search_space import MODES
 
 RANK_BY = ("last", "max", "mean_last", "auc")
 DEFAULT_LAST_N = 5
 # Seeds for re-evaluation: far from the small seeds sweeps and experiments use.
 FRESH_SEEDS = (1_000_003, 1_000_033, 1_000_037)
 SEED_FIELD = "seed"
-# What export_best writes: the module folder and two JSON files beside it.
-EXPORT_MODULE_DIR = "module"
-EXPORT_CONFIG_FILE = "config.json"
-EXPORT_SCORES_FILE = "scores.json"
 REEVALUATION_SUFFIX = "_reevaluation"
 
 
@@ -217,7 +214,6 @@ def reevaluate(
     `algo` and `stop` default to what `run_sweep` noted about the sweep."""
     from ray.tune.search import BasicVariantGenerator
 
-    from tunerl import ALGORITHMS
     from tunerl.tuning.sweep import DEFAULT_STOP, SWEEP_FILE, sweep_info
     from tunerl.tuning.tensorboard import TensorBoardCallback
 
@@ -227,12 +223,10 @@ def reevaluate(
         results = load_results(results, metric, mode)
     experiment_path = Path(results.experiment_path)
     info = sweep_info(experiment_path) if (experiment_path / SWEEP_FILE).is_file() else {}
-    algo = algo or info.get("algo")
-    if algo not in ALGORITHMS:
-        raise ConfigError(
-            f"reevaluate needs the algorithm of the sweep: algo={algo!r} is not one of "
-            f"{sorted(ALGORITHMS)}."
-        )
+    try:
+        algo_class = algorithm_class(algo or info.get("algo"))
+    except ConfigError as error:
+        raise ConfigError(f"reevaluate needs the algorithm of the sweep: {error}") from None
     ranked: list[TrialScore] = []
     for score in rank_trials(results, metric, mode, by, last_n):
         distinct = all(_without_seed(score.config) != _without_seed(s.config) for s in ranked)
@@ -243,7 +237,7 @@ def reevaluate(
         raise ConfigError(f"No trial of {experiment_path} has a finite {metric} to re-evaluate.")
     points = [{**score.config, SEED_FIELD: int(seed)} for score in ranked for seed in seeds]
     tuner = tune.Tuner(
-        ALGORITHMS[algo],
+        algo_class,
         param_space=dict(ranked[0].config),
         tune_config=tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=points),
@@ -275,117 +269,3 @@ def reevaluate(
         out.values(),
         key=lambda r: (math.isnan(r.mean), 0.0 if math.isnan(r.mean) else sign * r.mean),
     )
-
-
-def _checkpoint_parts(
-    reader: checkpoint_io.CheckpointReader,
-) -> tuple[dict[str, Any], Path, str]:
-    """(algorithm class and config as JSON, module folder, the file they came from) of a
-    checkpoint written by an algorithm, or of a folder written by `export_best`."""
-    from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
-    from tunerl.core.columns import DEFAULT_MODULE_ID
-
-    name = EXPORT_CONFIG_FILE if reader.has(EXPORT_CONFIG_FILE) else STATE_FILE
-    module_dir = EXPORT_MODULE_DIR if name == EXPORT_CONFIG_FILE else MODULE_DIR / DEFAULT_MODULE_ID
-    saved = reader.json(name)
-    if not isinstance(saved, dict):
-        raise checkpoint_io.CheckpointError(f"{reader.path(name)} must hold a JSON object.")
-    return saved, reader.directory / module_dir, str(reader.path(name))
-
-
-def evaluate_checkpoint(
-    path: str | os.PathLike,
-    episodes: int = 10,
-    seed: int | None = None,
-    explore: bool = False,
-    env_config: dict | None = None,
-    allow_import: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Runs `episodes` episodes with the module of a checkpoint (or of a folder written by
-    `export_best`), without the learner; returns their returns and lengths with mean and
-    std. `env_config` entries are added to the config's (e.g. {"render_mode": "human"}).
-    Classes the checkpoint names load as in `Algorithm.from_checkpoint` (`allow_import`)."""
-    from tunerl.core.algorithm import Algorithm
-    from tunerl.core.config_json import config_from_json
-    from tunerl.core.env_runner import EnvRunner
-    from tunerl.core.rl_module import RLModule
-
-    if episodes < 1:
-        raise ConfigError(f"episodes={episodes} must be at least 1.")
-    with checkpoint_io.CheckpointReader(path) as reader:
-        saved, module_dir, where = _checkpoint_parts(reader)
-        algo_class = checkpoint_io.resolve_class(
-            saved.get("algo_class"), Algorithm, f"{where}: algo_class", allow_import
-        )
-        config = config_from_json(algo_class, saved.get("config"), where, allow_import)
-    overrides = {**config.evaluation_config, "explore": explore, "num_envs_per_env_runner": 1}
-    if env_config:
-        overrides["env_config"] = {**config.env_config, **env_config}
-    config = config.with_overrides(overrides)
-    module = RLModule.from_checkpoint(module_dir, allow_import)
-    runner = EnvRunner(config, module.spec(), worker_index=0, seed=seed)
-    runner.set_weights(module.get_state())
-    try:
-        runner.sample(num_episodes=episodes, explore=explore)
-        stats = runner.get_metrics()
-    finally:
-        runner.stop()
-    returns = stats["episode_returns"]
-    return {
-        "episode_returns": returns,
-        "episode_lengths": stats["episode_lengths"],
-        "mean": float(np.mean(returns)),
-        "std": float(np.std(returns)),
-    }
-
-
-def export_best(
-    results: tune.ResultGrid | str | os.PathLike,
-    out_dir: str | os.PathLike,
-    metric: str = m.EPISODE_RETURN_MEAN_KEY,
-    mode: str = "max",
-    by: str = "last",
-) -> Path:
-    """Copies the best trial's best checkpoint out as a deployable module folder:
-    `out_dir/module/` (loads with `RLModule.from_checkpoint`), `config.json` (algorithm
-    class and config) and `scores.json` (how it was chosen, and the whole ranking), under a
-    manifest of its own. Replaces an earlier export at `out_dir`, never another folder."""
-    from tunerl.core.algorithm import MODULE_DIR, STATE_FILE
-    from tunerl.core.columns import DEFAULT_MODULE_ID
-
-    ranked = rank_trials(results, metric, mode, by)
-    best = next((s for s in ranked if s.checkpoint), None)
-    if best is None:
-        raise ConfigError("No trial has a checkpoint to export.")
-    module_prefix = (MODULE_DIR / DEFAULT_MODULE_ID).as_posix() + "/"
-    with checkpoint_io.CheckpointReader(best.checkpoint) as reader:
-        state = reader.json(STATE_FILE)
-        if not isinstance(state, dict):
-            raise checkpoint_io.CheckpointError(f"{reader.path(STATE_FILE)} must hold an object.")
-        # The module's files as the manifest checked them (never a second read of the folder).
-        module_files = {
-            name.removeprefix(module_prefix): reader.bytes(name)
-            for name in reader.files
-            if name.startswith(module_prefix)
-        }
-    with checkpoint_io.atomic_directory(out_dir) as directory:
-        for name, data in module_files.items():
-            target = directory / EXPORT_MODULE_DIR / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        checkpoint_io.write_json(
-            directory / EXPORT_CONFIG_FILE,
-            {"algo_class": state.get("algo_class"), "config": state.get("config")},
-        )
-        checkpoint_io.write_json(
-            directory / EXPORT_SCORES_FILE,
-            {
-                "metric": metric,
-                "mode": mode,
-                "by": by,
-                "best": {k: v for k, v in asdict(best).items() if k != "config"},
-                "ranking": [{"trial_id": s.trial_id, "score": s.score} for s in ranked],
-            },
-        )
-        checkpoint_io.write_manifest(directory)
-    return Path(os.path.abspath(out_dir))

@@ -21,20 +21,24 @@ from ray.tune.result import TRAINING_ITERATION
 
 from tunerl.core import metrics as m
 from tunerl.core.config import ConfigError
-from tunerl.tuning.search_space import (
-    CHOICE,
-    GRID,
-    LOGUNIFORM,
+from tunerl.tuning.files import (
     PATH_SEPARATOR,
-    RANDINT,
-    UNIFORM,
-    Param,
-    SearchSpace,
-    check_stop,
+    algorithm_class,
+    format_value,
     get_path,
     nest,
     set_path,
 )
+from tunerl.tuning.search_space import (
+    CHOICE,
+    GRID,
+    LOGUNIFORM,
+    RANDINT,
+    UNIFORM,
+    Param,
+    SearchSpace,
+)
+from tunerl.tuning.stopping import check_stop
 from tunerl.tuning.tensorboard import HPARAM_METRICS, TensorBoardCallback
 
 SEARCHES = ("optuna", "random", "grid")
@@ -197,14 +201,11 @@ def trial_dirname(trial) -> str:
 
     values = flatten_dict(trial.evaluated_params or {}, delimiter=PATH_SEPARATOR)
     tag = ",".join(
-        f"{name.rpartition(PATH_SEPARATOR)[2]}={_short(value)}" for name, value in values.items()
+        f"{name.rpartition(PATH_SEPARATOR)[2]}={format_value(value)}"
+        for name, value in values.items()
     )
     name = f"{trial.trainable_name}_{trial.trial_id}" + (f"_{tag}" if tag else "")
     return _UNSAFE_PATH_CHARS.sub("_", name)[:MAX_TRIAL_DIRNAME_CHARS]
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def build_tuner(
@@ -237,8 +238,6 @@ def build_tuner(
     `progress_reporter` (e.g. a `tune.CLIReporter`) is used by Tune's classic output only
     (RAY_AIR_NEW_OUTPUT=0, as `tunerl tune` sets)."""
     from ray.tune.logger import TBXLoggerCallback
-
-    from tunerl import ALGORITHMS
 
     if search not in SEARCHES:
         raise ConfigError(f"search {search!r} is not one of {SEARCHES}.")
@@ -291,7 +290,7 @@ def build_tuner(
         metrics = (space.metric, *HPARAM_METRICS)
         callbacks.append(TensorBoardCallback(hparam_names=space.param_names, metrics=metrics))
     return tune.Tuner(
-        ALGORITHMS[space.algo],
+        algorithm_class(space.algo),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
@@ -389,13 +388,11 @@ def resume_sweep(experiment_path: str | os.PathLike) -> tune.ResultGrid:
     """Continues an interrupted sweep from its directory: finished trials stay finished,
     unfinished (and errored) ones restart from their last checkpoint, trials not yet started
     start."""
-    from tunerl import ALGORITHMS
-
     path = str(Path(experiment_path).absolute())
     info = sweep_info(path)
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"{path} holds no Tune experiment state to restore.")
     tuner = tune.Tuner.restore(
-        path, trainable=ALGORITHMS[info["algo"]], resume_unfinished=True, resume_errored=True
+        path, trainable=algorithm_class(info["algo"]), resume_unfinished=True, resume_errored=True
     )
     return tuner.fit()

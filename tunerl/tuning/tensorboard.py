@@ -22,7 +22,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
 from tunerl.core import metrics as m
-from tunerl.tuning.search_space import PATH_SEPARATOR, get_path
+from tunerl.tuning.files import PATH_SEPARATOR, get_path
 
 # Tune's logger writes result keys under this prefix; the HParams metrics must name the same
 # tags for TensorBoard to find their values.
