@@ -5,24 +5,29 @@ algo = PPOConfig().environment("CartPole-v1").build_algo()
 result = algo.train()
 """
 
-__version__ = "0.1.0"
-
-from tunerl.algorithms.appo import APPO, APPOConfig  # noqa: E402
-from tunerl.algorithms.dqn import DQN, DQNConfig  # noqa: E402
-from tunerl.algorithms.impala import IMPALA, IMPALAConfig  # noqa: E402
-from tunerl.algorithms.ppo import PPO, PPOConfig  # noqa: E402
-from tunerl.algorithms.sac import SAC, SACConfig  # noqa: E402
-from tunerl.core.algorithm import Algorithm  # noqa: E402
-from tunerl.core.callbacks import Callbacks  # noqa: E402
-from tunerl.core.checkpoint_io import CheckpointError  # noqa: E402
-from tunerl.core.config import AlgorithmConfig, ConfigError  # noqa: E402
-from tunerl.core.env_runner import EnvRunner  # noqa: E402
-from tunerl.core.env_runner_group import EnvRunnerGroup  # noqa: E402
-from tunerl.core.learner import Learner  # noqa: E402
-from tunerl.core.rl_module import DefaultRLModule, RLModule, RLModuleSpec  # noqa: E402
-from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples  # noqa: E402
-from tunerl.env.registry import EnvError, register_env  # noqa: E402
-from tunerl.execution import synchronous_parallel_sample, train_one_step  # noqa: E402
+from tunerl._version import __version__
+from tunerl.algorithms.appo import APPO, APPOConfig
+from tunerl.algorithms.dqn import DQN, DQNConfig
+from tunerl.algorithms.impala import IMPALA, IMPALAConfig
+from tunerl.algorithms.ppo import PPO, PPOConfig
+from tunerl.algorithms.sac import SAC, SACConfig
+from tunerl.core.algorithm import Algorithm
+from tunerl.core.callbacks import Callbacks
+from tunerl.core.checkpoint_io import CheckpointError
+from tunerl.core.config import AlgorithmConfig, ConfigError
+from tunerl.core.env_runner import EnvRunner
+from tunerl.core.env_runner_group import EnvRunnerGroup
+from tunerl.core.learner import Learner, LossOutput
+from tunerl.core.rl_module import (
+    DefaultRLModule,
+    MultiRLModule,
+    MultiRLModuleSpec,
+    RLModule,
+    RLModuleSpec,
+)
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+from tunerl.env.registry import EnvError, register_env
+from tunerl.execution import synchronous_parallel_sample, train_one_step
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "PPO": PPO,
@@ -78,13 +83,17 @@ __all__ = [
     "IMPALA",
     "IMPALAConfig",
     "Learner",
+    "LossOutput",
     "MultiAgentBatch",
+    "MultiRLModule",
+    "MultiRLModuleSpec",
     "PPOConfig",
     "RLModule",
     "RLModuleSpec",
     "SAC",
     "SACConfig",
     "SampleBatch",
+    "__version__",
     "concat_samples",
     "register_env",
     "synchronous_parallel_sample",

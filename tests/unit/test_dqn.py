@@ -16,8 +16,9 @@ from tunerl import DQN, DQNConfig
 from tunerl.algorithms.dqn import DQNModule, dqn_loss
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.off_policy import REPLAY_BUFFER_FILE, updates_due
+from tunerl.core.off_policy import buffer_file, updates_due
 from tunerl.core.replay_buffers import (
+    BATCH_INDEXES,
     N_STEP_DISCOUNT,
     WEIGHTS,
     PrioritizedReplayBuffer,
@@ -93,8 +94,8 @@ def test_dqn_trains_on_cartpole_and_reports_its_stats(build):
     assert abs(trained - (sampled - 32) * 8) <= 3 * 32 * 8
     # Every sampled step is stored or waits for the steps its n-step return still needs
     # (at most n_step - 1 per sub-env).
-    waiting = len(algo.n_step_collector)
-    assert len(algo.replay_buffer) + waiting == sampled
+    waiting = len(algo.replay.collectors[c.DEFAULT_MODULE_ID])
+    assert len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) + waiting == sampled
     assert 0 < waiting <= (algo.config.n_step - 1) * algo.config.num_envs_per_env_runner
 
 
@@ -109,7 +110,11 @@ def test_no_updates_before_learning_starts(build):
     assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == 0
     assert all_equal(parameters(algo.get_module().q_net), initial)
     sampled = result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-    assert len(algo.replay_buffer) + len(algo.n_step_collector) == sampled
+    assert (
+        len(algo.replay.buffers[c.DEFAULT_MODULE_ID])
+        + len(algo.replay.collectors[c.DEFAULT_MODULE_ID])
+        == sampled
+    )
 
 
 def test_epsilon_follows_its_schedule_in_learner_and_runners(build):
@@ -188,9 +193,9 @@ def test_with_epsilon_zero_every_action_is_greedy(build):
     algo = build(tiny_dqn_config(epsilon=0.0, num_steps_sampled_before_learning_starts=10_000))
     algo.train()
 
-    size = len(algo.replay_buffer)
-    obs = torch.from_numpy(algo.replay_buffer.storage[c.OBS][:size])
-    actions = algo.replay_buffer.storage[c.ACTIONS][:size]
+    size = len(algo.replay.buffers[c.DEFAULT_MODULE_ID])
+    obs = torch.from_numpy(algo.replay.buffers[c.DEFAULT_MODULE_ID].storage[c.OBS][:size])
+    actions = algo.replay.buffers[c.DEFAULT_MODULE_ID].storage[c.ACTIONS][:size]
     greedy = algo.get_module().forward_inference({c.OBS: obs})["q_values"].argmax(-1).numpy()
     assert size >= 200
     np.testing.assert_array_equal(actions, greedy)
@@ -203,10 +208,10 @@ def test_reset_config_starts_a_fresh_replay_buffer(build):
 
     assert algo.reset_config(new_config.to_dict()) is True
 
-    assert type(algo.replay_buffer) is ReplayBuffer
-    assert algo.replay_buffer.capacity == 500
-    assert len(algo.replay_buffer) == 0
-    assert algo._update_credit == 0.0 and algo._steps_since_target_update == 0
+    assert type(algo.replay.buffers[c.DEFAULT_MODULE_ID]) is ReplayBuffer
+    assert algo.replay.buffers[c.DEFAULT_MODULE_ID].capacity == 500
+    assert len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) == 0
+    assert algo.replay.update_credit == 0.0 and algo._steps_since_target_update == 0
 
 
 def test_mean_std_filter_statistics_follow_the_sampled_observations(build):
@@ -269,7 +274,8 @@ def test_dqn_loss_targets_by_hand(double_q, targets):
     module = linear_q_module()
     config = DQNConfig().training(double_q=double_q, td_error_loss_fn="mse")
 
-    loss, stats, td_errors = dqn_loss(module, hand_made_batch(), config)
+    out = dqn_loss(module, hand_made_batch(), config)
+    loss, stats, td_errors = out.loss, out.stats, out.td_errors
 
     np.testing.assert_allclose(td_errors.numpy(), Q_TAKEN - targets, rtol=1e-6, atol=1e-6)
     expected_loss = np.mean((Q_TAKEN - targets) ** 2)
@@ -286,7 +292,7 @@ def test_dqn_loss_huber_with_importance_weights_and_gradient_only_to_the_online_
     weights = np.array([0.5, 1.0, 0.25])
     batch[WEIGHTS] = torch.tensor(weights, dtype=torch.float32)
 
-    loss, _, _ = dqn_loss(module, batch, config)
+    loss = dqn_loss(module, batch, config).loss
     loss.backward()
 
     error = np.abs(Q_TAKEN - DOUBLE_Q_TARGETS)
@@ -351,18 +357,28 @@ def test_checkpoint_with_the_buffer_restores_it_and_two_restores_continue_identi
 ):
     algo = build(tiny_dqn_config(store_buffer_in_checkpoints=True))
     algo.train()
-    expected = buffer_contents(algo.replay_buffer)
-    assert len(algo.replay_buffer) > 0
+    expected = buffer_contents(algo.replay.buffers[c.DEFAULT_MODULE_ID])
+    assert len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) > 0
     path = Path(algo.save_to_path(tmp_path / "checkpoint"))
-    assert (path / REPLAY_BUFFER_FILE).is_file()
+    assert (path / buffer_file(c.DEFAULT_MODULE_ID)).is_file()
 
     first, second = DQN.from_checkpoint(path), DQN.from_checkpoint(path)
     try:
         for restored in (first, second):
-            assert len(restored.replay_buffer) == len(algo.replay_buffer)
-            assert restored.replay_buffer.next_index == algo.replay_buffer.next_index
-            assert restored.replay_buffer.max_priority == algo.replay_buffer.max_priority
-            assert_same_contents(buffer_contents(restored.replay_buffer), expected)
+            assert len(restored.replay.buffers[c.DEFAULT_MODULE_ID]) == len(
+                algo.replay.buffers[c.DEFAULT_MODULE_ID]
+            )
+            assert (
+                restored.replay.buffers[c.DEFAULT_MODULE_ID].next_index
+                == algo.replay.buffers[c.DEFAULT_MODULE_ID].next_index
+            )
+            assert (
+                restored.replay.buffers[c.DEFAULT_MODULE_ID].max_priority
+                == algo.replay.buffers[c.DEFAULT_MODULE_ID].max_priority
+            )
+            assert_same_contents(
+                buffer_contents(restored.replay.buffers[c.DEFAULT_MODULE_ID]), expected
+            )
             assert float(restored.get_module().epsilon) == float(algo.get_module().epsilon)
         assert learner_stats(first) == learner_stats(second)
         for a, b in zip(first.get_module().parameters(), second.get_module().parameters()):
@@ -376,11 +392,11 @@ def test_checkpoint_without_the_buffer_restores_an_empty_one(build, tmp_path):
     algo = build(tiny_dqn_config())
     algo.train()
     path = Path(algo.save_to_path(tmp_path / "checkpoint"))
-    assert not (path / REPLAY_BUFFER_FILE).exists()
+    assert not (path / buffer_file(c.DEFAULT_MODULE_ID)).exists()
 
     restored = DQN.from_checkpoint(path)
     try:
-        assert len(restored.replay_buffer) == 0
+        assert len(restored.replay.buffers[c.DEFAULT_MODULE_ID]) == 0
         assert restored.iteration == algo.iteration
         for a, b in zip(restored.get_module().parameters(), algo.get_module().parameters()):
             assert torch.equal(a, b)
@@ -393,10 +409,11 @@ def test_loss_accepts_a_sample_from_the_buffer(build):
     reports the TD errors the buffer's priorities are updated with."""
     algo = build(tiny_dqn_config())
     algo.train()
-    replay = algo.replay_buffer.sample(32)
+    replay = algo.replay.buffers[c.DEFAULT_MODULE_ID].sample(32)
     assert isinstance(replay, SampleBatch) and WEIGHTS in replay
+    replay.pop(BATCH_INDEXES)
 
-    stats = algo.learner.update(replay)
+    stats = algo.learner.update(replay)[c.DEFAULT_MODULE_ID]
 
     assert np.isfinite(stats[m.QF_LOSS])
-    assert algo.learner.last_td_errors.shape == (32,)
+    assert stats[m.TD_ERRORS].shape == (32,)

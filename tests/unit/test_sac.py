@@ -19,9 +19,9 @@ from tunerl.algorithms.sac import SACModule, actor_and_alpha_losses, critic_loss
 from tunerl.core import checkpoint_io
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import LEARNER_DIR, LEARNER_TENSORS_FILE, MODULE_DIR
+from tunerl.core.checkpoint_layout import LEARNER_DIR, LEARNER_TENSORS_FILE, MODULE_DIR
 from tunerl.core.distributions import TanhGaussian
-from tunerl.core.off_policy import REPLAY_BUFFER_FILE
+from tunerl.core.off_policy import buffer_file
 from tunerl.core.replay_buffers import N_STEP_DISCOUNT
 from tunerl.core.rl_module import MODULE_STATE_FILE, UnsupportedSpaceError
 
@@ -170,7 +170,8 @@ def test_critic_loss_by_hand():
     batch = random_batch(0)
 
     torch.manual_seed(7)
-    loss, stats = critic_loss(module, batch)
+    out = critic_loss(module, batch)
+    loss = out.loss
 
     # The same next actions: the loss draws them from torch's global generator.
     torch.manual_seed(7)
@@ -188,7 +189,7 @@ def test_critic_loss_by_hand():
         q2 = one_critic(module.twin_q, 1, batch[c.OBS], batch[c.ACTIONS])
         expected = 0.5 * ((q1 - targets).pow(2) + (q2 - targets).pow(2)).mean()
     torch.testing.assert_close(loss.detach(), expected)
-    torch.testing.assert_close(stats["td_errors"], q1 - targets)
+    torch.testing.assert_close(out.td_errors, q1 - targets)
     # Terminated rows regress on the reward alone.
     torch.testing.assert_close(targets[batch[c.TERMINATEDS]], batch[c.REWARDS][[1, 4]])
 
@@ -278,7 +279,7 @@ def test_sac_trains_on_pendulum_and_reports_its_stats(build):
     # Learning starts with the training step that brings the count to 50; from there on,
     # 8 replayed rows per sampled step: 16 training steps of 10 env steps.
     assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == 16 * 10 * 8
-    assert len(algo.replay_buffer) == 200
+    assert len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) == 200
 
 
 class ActionRecordingPendulum(gym.Wrapper):
@@ -301,7 +302,9 @@ def test_actions_stay_within_the_env_bounds(build):
 
     (env,) = algo.env_runner_group.local_env_runner.env.envs
     env_actions = np.concatenate(env.actions)
-    stored = algo.replay_buffer.storage[c.ACTIONS][: len(algo.replay_buffer), 0]
+    stored = algo.replay.buffers[c.DEFAULT_MODULE_ID].storage[c.ACTIONS][
+        : len(algo.replay.buffers[c.DEFAULT_MODULE_ID]), 0
+    ]
     low, high = env.action_space.low[0], env.action_space.high[0]
     assert (low, high) == (-2.0, 2.0)
     assert len(env_actions) == len(stored) == 100
@@ -323,7 +326,11 @@ def test_learning_from_the_first_step_waits_for_the_first_n_step_transition(buil
     algo = build(config)
     result = algo.train()
 
-    assert len(algo.replay_buffer) + len(algo.n_step_collector) == 100
+    assert (
+        len(algo.replay.buffers[c.DEFAULT_MODULE_ID])
+        + len(algo.replay.collectors[c.DEFAULT_MODULE_ID])
+        == 100
+    )
     assert result[m.NUM_ENV_STEPS_TRAINED_LIFETIME] > 0
 
 
@@ -338,7 +345,9 @@ def test_target_critics_move_by_tau_after_an_update(build):
     old_target = [p.detach().clone() for p in target]
     assert not all(torch.equal(a, b) for a, b in zip(old_online, old_target))
 
-    algo.learner.update(algo.replay_buffer.sample(32))
+    replay = algo.replay.buffers[c.DEFAULT_MODULE_ID].sample(32)
+    replay.pop("batch_indexes")
+    algo.learner.update(replay)
 
     assert not all(torch.equal(p, old) for p, old in zip(online, old_online))
     for new_target, old, live in zip(target, old_target, online, strict=True):
@@ -358,8 +367,8 @@ def test_reset_config_starts_a_fresh_replay_buffer(build):
 
     assert algo.reset_config(new_config.to_dict()) is True
 
-    assert algo.replay_buffer.capacity == 500
-    assert len(algo.replay_buffer) == 0
+    assert algo.replay.buffers[c.DEFAULT_MODULE_ID].capacity == 500
+    assert len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) == 0
 
 
 def test_sac_refuses_a_multi_discrete_action_space():
@@ -408,7 +417,8 @@ def test_discrete_critic_loss_takes_the_exact_expectation_over_next_actions():
             p.add_(0.3 * torch.randn_like(p))
     batch = discrete_batch()
 
-    loss, stats = critic_loss(module, batch)
+    out = critic_loss(module, batch)
+    loss = out.loss
 
     with torch.no_grad():
         logits = module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
@@ -425,7 +435,7 @@ def test_discrete_critic_loss_takes_the_exact_expectation_over_next_actions():
         q2 = all_actions_by_hand(module.twin_q, 1, batch[c.OBS])[rows, batch[c.ACTIONS]]
         expected = 0.5 * ((q1 - targets).pow(2) + (q2 - targets).pow(2)).mean()
     torch.testing.assert_close(loss.detach(), expected)
-    torch.testing.assert_close(stats["td_errors"], q1 - targets)
+    torch.testing.assert_close(out.td_errors, q1 - targets)
 
 
 def test_discrete_actor_and_alpha_losses_by_hand_and_their_gradients():
@@ -459,7 +469,9 @@ def test_discrete_sac_trains_on_cartpole_within_the_action_space(build):
     algo = build(tiny_sac_config(env="CartPole-v1"))
     result = algo.train()
 
-    stored = algo.replay_buffer.storage[c.ACTIONS][: len(algo.replay_buffer)]
+    stored = algo.replay.buffers[c.DEFAULT_MODULE_ID].storage[c.ACTIONS][
+        : len(algo.replay.buffers[c.DEFAULT_MODULE_ID])
+    ]
     assert set(np.unique(stored)) <= {0, 1} and len(np.unique(stored)) == 2
     stats = result["learners"]["default_policy"]
     assert all(math.isfinite(value) for value in stats.values())
@@ -493,24 +505,29 @@ def test_checkpoint_restores_module_optimizers_and_buffer(build, tmp_path, store
     algo = build(tiny_sac_config(store_buffer_in_checkpoints=store_buffer))
     algo.train()
     path = Path(algo.save_to_path(tmp_path / "checkpoint"))
-    assert (path / REPLAY_BUFFER_FILE).is_file() == store_buffer
+    assert (path / buffer_file(c.DEFAULT_MODULE_ID)).is_file() == store_buffer
 
     restored = SAC.from_checkpoint(path)
     try:
         assert_same_state(module_state(restored), module_state(algo))
         for name in ("actor", "critic", "alpha"):
             mine, theirs = (
-                getattr(a.learner.optimizer, name).state_dict() for a in (restored, algo)
+                a.learner.get_optimizer(c.DEFAULT_MODULE_ID, name).state_dict()
+                for a in (restored, algo)
             )
             assert mine["step"] > 0 and mine["step"] == theirs["step"]
             for x, y in zip(
                 mine["exp_avg"] + mine["exp_avg_sq"], theirs["exp_avg"] + theirs["exp_avg_sq"]
             ):
                 assert torch.equal(x, y)
-        assert len(restored.replay_buffer) == (len(algo.replay_buffer) if store_buffer else 0)
+        assert len(restored.replay.buffers[c.DEFAULT_MODULE_ID]) == (
+            len(algo.replay.buffers[c.DEFAULT_MODULE_ID]) if store_buffer else 0
+        )
         if store_buffer:
-            for key, column in algo.replay_buffer.storage.items():
-                np.testing.assert_array_equal(restored.replay_buffer.storage[key], column)
+            for key, column in algo.replay.buffers[c.DEFAULT_MODULE_ID].storage.items():
+                np.testing.assert_array_equal(
+                    restored.replay.buffers[c.DEFAULT_MODULE_ID].storage[key], column
+                )
     finally:
         restored.stop()
 
@@ -562,6 +579,8 @@ def test_a_checkpoint_with_separate_critics_continues_with_the_stacked_ones(buil
             for k, critic in enumerate(critics):
                 module_state[f"{critic}.{name}.weight"] = weight[k].T.contiguous()
                 module_state[f"{critic}.{name}.bias"] = bias[k, 0].clone()
+    # tunerl 0.1's learner file: {"optimizer": {"actor": ..., "critic": ..., "alpha": ...}}.
+    optimizer_state = {"optimizer": optimizer_state["optimizers"][c.DEFAULT_MODULE_ID]}
     critic_moments = optimizer_state["optimizer"]["critic"]
     for key in ("exp_avg", "exp_avg_sq"):
         weights, biases = critic_moments[key][:num_layers], critic_moments[key][num_layers:]
@@ -584,8 +603,8 @@ def test_a_checkpoint_with_separate_critics_continues_with_the_stacked_ones(buil
     assert all(torch.equal(actual[k], expected[k]) for k in expected)
     for key in ("exp_avg", "exp_avg_sq"):
         for a, b in zip(
-            getattr(restored.learner.optimizer.critic, key),
-            getattr(algo.learner.optimizer.critic, key),
+            getattr(restored.learner.get_optimizer(c.DEFAULT_MODULE_ID, "critic"), key),
+            getattr(algo.learner.get_optimizer(c.DEFAULT_MODULE_ID, "critic"), key),
             strict=True,
         ):
             assert torch.equal(a, b)

@@ -1,16 +1,20 @@
 """Algorithm: the Ray Tune Trainable every tunerl algorithm is.
 
 `train()` runs `training_step()` (sample -> learn -> sync) and returns a result with fixed
-keys (`tunerl.core.metrics`). Checkpoints are directories of JSON and tensors, checked by a
-manifest (`tunerl.core.checkpoint_io`; the config as JSON in `tunerl.core.config_json`). A
-subclass sets `config_class` and `learner_class` and defines `training_step()`; state of its
-own (a replay buffer, a target-update counter) goes through `build_algorithm_state`,
+keys (`tunerl.core.metrics`), the learners' statistics under `learners/<module_id>/`.
+Checkpoints are directories of JSON and tensors in the layout `tunerl.core.checkpoint_layout`
+describes (one folder per module), checked by a manifest (`tunerl.core.checkpoint_io`).
+
+A subclass sets `config_class` and `learner_class`, and defines `training_step()` unless the
+default (synchronous sample -> `learner.update` -> `sync_weights`, PPO's) is what it runs.
+What subclasses use is public: `sample_from_runners`, `timer`, `add_time`, `counters`,
+`count_trained_steps`, `sync_weights`, `draw_seed`. State of their own (a replay buffer, a
+target-update counter) goes through `build_algorithm_state`,
 `get_extra_state`/`load_extra_files`/`set_extra_state` and `save_extra_files`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import tempfile
@@ -28,33 +32,36 @@ from ray import tune
 from ray.tune.result import EPISODES_TOTAL, TIME_TOTAL_S, TIMESTEPS_TOTAL
 from ray.tune.trainable import trainable as tune_trainable
 
-import tunerl
+from tunerl._version import __version__
 from tunerl.core import checkpoint_fields as fields
 from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
+from tunerl.core.algorithm_checkpoint import (
+    read_learner_state,
+    read_run_state,
+    write_learner_state,
+)
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.checkpoint_io import CheckpointError
+from tunerl.core.checkpoint_layout import (
+    RNG_FILE,
+    STATE_FILE,
+)
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig
 from tunerl.core.config_json import config_from_json, config_to_json
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import (
-    MODULE_STATE_FILE,
+    MultiRLModuleSpec,
     RLModule,
     RLModuleSpec,
     UnsupportedSpaceError,
 )
+from tunerl.core.sample_batch import MultiAgentBatch
 from tunerl.env.registry import make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
-
-STATE_FILE = "algorithm_state.json"
-RNG_FILE = "rng_state.pt"
-LEARNER_DIR = Path("learner_group") / "learner"
-LEARNER_TENSORS_FILE = "learner_state.pt"
-LEARNER_JSON_FILE = "learner_state.json"
-MODULE_DIR = LEARNER_DIR / "rl_module"
 
 # Fields whose change needs new env runners (all else is picked up by the learner at once).
 _RUNNER_FIELDS = (
@@ -165,7 +172,9 @@ class Algorithm(tune.Trainable):
         seed = config.seed if config.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.module_spec = self._module_spec()
+        self.module_spec = MultiRLModuleSpec(
+            rl_module_specs={DEFAULT_MODULE_ID: self.default_module_spec()}
+        )
         try:
             self.learner = self._make_learner(config)
         except UnsupportedSpaceError as error:
@@ -174,19 +183,21 @@ class Algorithm(tune.Trainable):
                 f"{type(self).__name__} cannot train on env {config.env!r}: {error}"
             ) from None
         self.eval_env_runner_group: EnvRunnerGroup | None = None
+        self.env_runner_group: EnvRunnerGroup | None = None
         try:
-            self.env_runner_group = EnvRunnerGroup(
-                config,
-                self.module_spec,
-                config.num_env_runners,
-                self._runner_seed,
-                self._env_creator,
-            )
+            if self.samples_from_env:
+                self.env_runner_group = EnvRunnerGroup(
+                    config,
+                    self.module_spec,
+                    config.num_env_runners,
+                    self._runner_seed,
+                    self._env_creator,
+                )
             if config.evaluation_interval:
                 self.eval_env_runner_group = self._make_evaluation_group()
             self._reset_counters()
             self.build_algorithm_state()
-            self._sync_weights()
+            self.sync_weights()
         except BaseException:
             # A build that fails (e.g. evaluation runners that cannot be placed) is never
             # stopped by its caller: the training runners it started must not hold their
@@ -207,14 +218,14 @@ class Algorithm(tune.Trainable):
 
     def _make_learner(self, config: AlgorithmConfig) -> Learner:
         learner_class = config.learner_class or self.learner_class
-        return learner_class(config, self.module_spec.build(), self._draw_seed())
+        return learner_class(config, self.module_spec.build(), self.draw_seed())
 
     def build_algorithm_state(self) -> None:
         """Builds an algorithm's own state from `self.config` (e.g. a replay buffer); runs
         at setup and whenever `reset_config` starts a new trial in this process."""
 
     def _reset_counters(self) -> None:
-        self._counters = {
+        self.counters = {
             m.NUM_ENV_STEPS_SAMPLED_LIFETIME: 0,
             m.NUM_ENV_STEPS_TRAINED_LIFETIME: 0,
             m.NUM_EPISODES_LIFETIME: 0,
@@ -223,14 +234,18 @@ class Algorithm(tune.Trainable):
         self._last_evaluation: dict[str, Any] | None = None
         self._timers: dict[str, float] = defaultdict(float)
 
-    def _draw_seed(self) -> int:
+    def draw_seed(self) -> int:
+        """A seed from the algorithm's own (checkpointed) random stream."""
         return int(self._rng.integers(0, 2**31 - 1))
 
     def _runner_seed(self, worker_index: int) -> int:
         del worker_index  # every runner draws its own seed from the algorithm's stream
-        return self._draw_seed()
+        return self.draw_seed()
 
-    def _module_spec(self) -> RLModuleSpec:
+    def default_module_spec(self) -> RLModuleSpec:
+        """The spec of the module a single-agent env is trained with: the env's spaces,
+        `model_config` and the user's `rl_module_spec`. Algorithms with a module of their own
+        (DQN, SAC) fill in its class."""
         config = self.config
         probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
         try:
@@ -275,14 +290,15 @@ class Algorithm(tune.Trainable):
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.learner = self._make_learner(new)
-        self.env_runner_group.set_config(new)
-        self.env_runner_group.reset()
+        if self.env_runner_group is not None:
+            self.env_runner_group.set_config(new)
+            self.env_runner_group.reset()
         if self.eval_env_runner_group is not None:
             self.eval_env_runner_group.set_config(new.with_overrides(new.evaluation_config))
             self.eval_env_runner_group.reset()
         self._reset_counters()
         self.build_algorithm_state()
-        self._sync_weights()
+        self.sync_weights()
         return True
 
     def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict:
@@ -295,16 +311,49 @@ class Algorithm(tune.Trainable):
 
     # ---------------------------------------------------------------------- training
     @contextmanager
-    def _timer(self, name: str):
+    def timer(self, name: str):
+        """Adds the time spent in the block to `timers/<name>` of this iteration's result."""
         start = time.perf_counter()
         try:
             yield
         finally:
             self._timers[name] += time.perf_counter() - start
 
+    def add_time(self, name: str, seconds: float) -> None:
+        """Adds `seconds` (measured elsewhere, e.g. in a learner thread) to `timers/<name>`."""
+        self._timers[name] += seconds
+
     def training_step(self) -> dict[str, Any]:
-        """One sample -> learn -> sync iteration; returns `{"learners": {module_id: stats}}`."""
-        raise NotImplementedError(f"{type(self).__name__} must define training_step().")
+        """One sample -> learn -> sync iteration; returns `{"learners": {module_id: stats}}`.
+
+        The default is the synchronous on-policy one (PPO's, VPG's): sample
+        `train_batch_size_per_learner` env steps, one `learner.update` on them (its
+        postprocessing and SGD), the observation filters, then `sync_weights()`."""
+        # 1. sample
+        batch = self.sample_from_runners(self.config.train_batch_size_per_learner)
+        # 2. learn
+        with self.timer(m.LEARN_TIMER):
+            results = self.learner.update(batch, self.timestep)
+            self.learner.update_observation_filters(batch)
+        self.count_trained_steps(len(batch))
+        # 3. sync
+        self.sync_weights()
+        return {m.LEARNER_RESULTS: results}
+
+    @property
+    def samples_from_env(self) -> bool:
+        """Whether this algorithm builds training env runners and samples from them. An
+        algorithm that learns from data (offline RL) returns False: it builds only its
+        evaluation runners, and its clock (`timestep`) counts trained env steps."""
+        return True
+
+    @property
+    def timestep(self) -> int:
+        """The clock learning-rate schedules and target updates read: env steps sampled
+        (RLlib's), or env steps trained for an algorithm that does not sample."""
+        if self.samples_from_env:
+            return self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        return self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME]
 
     def step(self) -> dict[str, Any]:
         if self._stopped:
@@ -315,7 +364,8 @@ class Algorithm(tune.Trainable):
             )
         self._timers = defaultdict(float)
         start = time.perf_counter()
-        steps_before = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        steps_before = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        trained_before = self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME]
         learner_results: dict[str, Any] = {}
         evaluate_now = self._evaluation_due()
         parallel_evaluation = None
@@ -324,31 +374,23 @@ class Algorithm(tune.Trainable):
         while True:
             learner_results = self.training_step()
             self._record_runner_metrics()
-            sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
-            elapsed = time.perf_counter() - start
-            if (
-                elapsed >= (self.config.min_time_s_per_iteration or 0)
-                and sampled >= self.config.min_sample_timesteps_per_iteration
-            ):
+            if self._iteration_done(start, steps_before, trained_before):
                 break
         if parallel_evaluation is not None:
             self._last_evaluation = self._finish_evaluation(parallel_evaluation)
         elif evaluate_now:
             self._last_evaluation = self.evaluate()
         elapsed = time.perf_counter() - start
-        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
+        sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
         env_runner_results = self._episode_stats.reduce()
         env_runner_results[m.NUM_ENV_STEPS_SAMPLED] = sampled
         result: dict[str, Any] = {
             m.ENV_RUNNER_RESULTS: env_runner_results,
             m.LEARNER_RESULTS: learner_results.get(m.LEARNER_RESULTS, {}),
-            **self._counters,
+            **self.counters,
             m.ENV_STEPS_PER_S: sampled / elapsed if elapsed > 0 else 0.0,
             m.TIMERS: dict(self._timers),
-            m.FAULT_TOLERANCE: {
-                m.NUM_HEALTHY_ENV_RUNNERS: self.env_runner_group.num_healthy_remote_workers(),
-                m.NUM_ENV_RUNNER_RESTARTS: self.env_runner_group.num_restarts,
-            },
+            m.FAULT_TOLERANCE: self._fault_tolerance_results(),
         }
         if self._last_evaluation is not None:
             result[m.EVALUATION_RESULTS] = self._last_evaluation
@@ -357,13 +399,41 @@ class Algorithm(tune.Trainable):
         self.callbacks.on_train_result(algorithm=self, result=result)
         return result
 
+    def _iteration_done(self, start: float, sampled_before: int, trained_before: int) -> bool:
+        """An iteration repeats `training_step()` until it took `min_time_s_per_iteration`,
+        sampled `min_sample_timesteps_per_iteration` env steps and trained on
+        `min_train_timesteps_per_iteration`."""
+        config = self.config
+        sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - sampled_before
+        trained = self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] - trained_before
+        return (
+            time.perf_counter() - start >= (config.min_time_s_per_iteration or 0)
+            and sampled >= config.min_sample_timesteps_per_iteration
+            and trained >= getattr(config, "min_train_timesteps_per_iteration", 0)
+        )
+
+    def _fault_tolerance_results(self) -> dict[str, int]:
+        group = self.env_runner_group
+        if group is None:
+            return {m.NUM_HEALTHY_ENV_RUNNERS: 0, m.NUM_ENV_RUNNER_RESTARTS: 0}
+        return {
+            m.NUM_HEALTHY_ENV_RUNNERS: group.num_healthy_remote_workers(),
+            m.NUM_ENV_RUNNER_RESTARTS: group.num_restarts,
+        }
+
     def _evaluation_due(self) -> bool:
         interval = self.config.evaluation_interval
         return bool(interval) and (self._iteration + 1) % interval == 0
 
-    def sample_from_runners(self, num_timesteps: int):
-        """Samples a train batch and records its steps and episodes in the counters."""
-        with self._timer(m.SAMPLE_TIMER):
+    def sample_from_runners(self, num_timesteps: int) -> MultiAgentBatch:
+        """At least `num_timesteps` env steps from the training runners, timed under
+        `timers/sample`; records their steps and episodes in the counters."""
+        if self.env_runner_group is None:
+            raise RuntimeError(
+                f"{type(self).__name__} samples from no env (samples_from_env is False): it "
+                "has evaluation runners only."
+            )
+        with self.timer(m.SAMPLE_TIMER):
             batch = self.env_runner_group.sample(num_timesteps=num_timesteps)
         self._record_runner_metrics()
         self.callbacks.on_sample_end(algorithm=self, samples=batch)
@@ -374,27 +444,26 @@ class Algorithm(tune.Trainable):
         call into the counters and the smoothed episode stats. `step()` calls it after every
         `training_step()`, so a custom one that samples through `env_runner_group` directly
         is counted too."""
+        if self.env_runner_group is None:
+            return
         runner_metrics = self.env_runner_group.pop_metrics()
         self._episode_stats.extend(
             runner_metrics["episode_returns"], runner_metrics["episode_lengths"]
         )
-        self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
-        self._counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
+        self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
+        self.counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
 
     def count_trained_steps(self, num_env_steps: int) -> None:
-        self._counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps
+        """Adds to `num_env_steps_trained_lifetime` (the rows a learner update trained on)."""
+        self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps
 
     def sync_weights(self) -> None:
-        """Sends the learner's current weights to every env runner (training and evaluation):
-        one `ray.put`, then the reference to each actor. A custom `training_step()` calls it
-        after learning."""
-        self._sync_weights()
-
-    def _sync_weights(self) -> None:
-        """Remote runners get a copy of the weights; a local runner on the learner's device
-        acts with the learner's module itself, so its sync costs nothing (for DQN and SAC,
-        which sync after every few env steps, copying was a fifth of the run time)."""
-        with self._timer(m.SYNC_TIMER):
+        """Sends the learner's current weights, `{module_id: weights}`, to every env runner
+        (training and evaluation), timed under `timers/sync`: one `ray.put`, then the
+        reference to each actor. A local runner on the learner's device acts with the
+        learner's modules themselves, so its sync costs nothing (for DQN and SAC, which sync
+        after every few env steps, copying was a fifth of the run time)."""
+        with self.timer(m.SYNC_TIMER):
             weights = None
             for group in (self.env_runner_group, self.eval_env_runner_group):
                 if group is not None:
@@ -414,7 +483,7 @@ class Algorithm(tune.Trainable):
         """Runs `evaluation_duration` episodes (split over the evaluation runners) or env
         steps with `evaluation_config` applied and the learner's current weights; returns
         `{"env_runners": {...}}` as reported under `evaluation/`."""
-        with self._timer(m.EVALUATION_TIMER):
+        with self.timer(m.EVALUATION_TIMER):
             pending = self._start_evaluation()
         return self._finish_evaluation(pending)
 
@@ -431,7 +500,7 @@ class Algorithm(tune.Trainable):
 
     def _finish_evaluation(self, pending: PendingSample) -> dict[str, Any]:
         group = self.eval_env_runner_group
-        with self._timer(m.EVALUATION_TIMER):
+        with self.timer(m.EVALUATION_TIMER):
             group.finish_sample(pending)
         runner_metrics = group.pop_metrics()
         num_episodes = len(runner_metrics["episode_returns"])
@@ -450,30 +519,25 @@ class Algorithm(tune.Trainable):
         return {m.ENV_RUNNER_RESULTS: results}
 
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule:
-        """The module being trained (the learner's copy, always current)."""
-        if module_id != DEFAULT_MODULE_ID:
-            raise KeyError(f"No module {module_id!r}; this algorithm has {DEFAULT_MODULE_ID!r}.")
-        return self.learner.module
+        """The module `module_id` being trained (the learner's copy, always current)."""
+        if module_id not in self.learner.module:
+            raise KeyError(
+                f"No module {module_id!r}; this algorithm trains {self.learner.module.keys()}."
+            )
+        return self.learner.module[module_id]
 
     # -------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, checkpoint_dir: str) -> str:
         directory = Path(checkpoint_dir)
-        learner_state = self.learner.get_state()
-        module_dir = directory / MODULE_DIR / DEFAULT_MODULE_ID
-        self.learner.module.write_to(module_dir)
-        checkpoint_io.save_tensors(
-            directory / LEARNER_DIR / LEARNER_TENSORS_FILE,
-            {"optimizer": learner_state["optimizer"]},
-        )
-        checkpoint_io.write_json(directory / LEARNER_DIR / LEARNER_JSON_FILE, learner_state["json"])
+        write_learner_state(directory, self.learner)
         checkpoint_io.save_tensors(directory / RNG_FILE, {"torch": torch.get_rng_state()})
         checkpoint_io.write_json(
             directory / STATE_FILE,
             {
                 "algo_class": checkpoint_io.class_path(type(self)),
-                "tunerl_version": tunerl.__version__,
+                "tunerl_version": __version__,
                 "config": config_to_json(self.config),
-                "counters": self._counters,
+                "counters": self.counters,
                 "iteration": self._iteration,
                 "rng": self._rng.bit_generator.state,
                 "episode_returns": list(self._episode_stats.returns),
@@ -530,102 +594,19 @@ class Algorithm(tune.Trainable):
         """Everything a restore applies, read and checked against the live algorithm
         (weights and optimizer state loaded into a copy of the learner first); changes
         nothing."""
-        state = fields.json_object(reader, STATE_FILE)
-        where = str(reader.path(STATE_FILE))
-        counters = fields.field(state, "counters", dict, where)
-        for key, value in counters.items():
-            fields.check(fields.is_int(value), where, f"counters.{key}", value, "an integer")
-        missing = sorted(set(self._counters) - set(counters))
-        fields.check(
-            not missing, where, "counters", sorted(counters), f"all of {sorted(self._counters)}"
-        )
-        iteration = fields.field(state, "iteration", int, where)
-        fields.check(iteration >= 0, where, "iteration", iteration, "a count >= 0")
-        rng = fields.field(state, "rng", dict, where)
-        try:
-            type(self._rng.bit_generator)().state = rng
-        except (TypeError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{where}: rng is not a generator state ({error}).") from None
-        episodes = {}
-        for name in ("episode_returns", "episode_lengths"):
-            episodes[name] = fields.field(state, name, list, where)
-            bad = [value for value in episodes[name] if not fields.is_number(value)]
-            fields.check(not bad, where, name, bad[:3], "a list of numbers")
-        last_evaluation = state.get("last_evaluation")
-        ok = last_evaluation is None or isinstance(last_evaluation, dict)
-        fields.check(ok, where, "last_evaluation", last_evaluation, "an object or null")
-        extra = fields.field(state, "extra", dict, where)
-
-        rng_file = reader.tensors(RNG_FILE)
-        torch_rng = rng_file.get("torch") if isinstance(rng_file, dict) else None
-        try:
-            torch.Generator().set_state(torch_rng)
-        except (TypeError, RuntimeError) as error:
-            raise CheckpointError(
-                f"{reader.path(RNG_FILE)}: 'torch' is not a torch RNG state ({error})."
-            ) from None
-        learner_state = self._read_learner_state(reader)
+        run = read_run_state(reader, list(self.counters), type(self._rng.bit_generator))
+        learner_state = read_learner_state(reader, self.learner)
+        extra = run.pop("extra")
         return {
             "learner": learner_state,
-            "torch_rng": torch_rng,
-            "counters": counters,
-            "iteration": iteration,
-            "rng": rng,
-            **episodes,
-            "last_evaluation": last_evaluation,
+            **run,
             "extra": self.load_extra_files(reader, extra),
         }
-
-    def _read_learner_state(self, reader: checkpoint_io.CheckpointReader) -> dict[str, Any]:
-        module_file = (MODULE_DIR / DEFAULT_MODULE_ID / MODULE_STATE_FILE).as_posix()
-        tensors_file = (LEARNER_DIR / LEARNER_TENSORS_FILE).as_posix()
-        json_file = (LEARNER_DIR / LEARNER_JSON_FILE).as_posix()
-        module_state = reader.tensors(module_file)
-        learner_tensors = reader.tensors(tensors_file)
-        if not (isinstance(learner_tensors, dict) and "optimizer" in learner_tensors):
-            raise CheckpointError(f"{reader.path(tensors_file)}: field 'optimizer' is missing.")
-        learner_json = fields.json_object(reader, json_file)
-        fields.field(learner_json, "rng", dict, str(reader.path(json_file)))
-        learner_state = {
-            "module": module_state,
-            "optimizer": learner_tensors["optimizer"],
-            "json": learner_json,
-        }
-        live_optimizer = self.learner.optimizer
-        if not isinstance(live_optimizer, torch.optim.Optimizer):
-            # tunerl's own optimizers have a fixed state layout: every key and tensor shape
-            # must match (torch.optim ones fill their state only once stepped).
-            where = reader.path(tensors_file)
-            fields.check_like(
-                learner_state["optimizer"], live_optimizer.state_dict(), where, "optimizer"
-            )
-        # Loaded into a copy of the learner first: whatever it refuses changes nothing live.
-        probe = copy.deepcopy(self.learner)
-        steps = (
-            (module_file, "module", lambda: probe.module.set_state(module_state)),
-            (
-                tensors_file,
-                "optimizer",
-                lambda: probe.optimizer.load_state_dict(learner_state["optimizer"]),
-            ),
-            (json_file, "learner state", lambda: probe.set_state(learner_state)),
-        )
-        for file, part, load in steps:
-            try:
-                load()
-            except CheckpointError as error:
-                raise CheckpointError(f"{reader.path(file)}: {error}") from None
-            except Exception as error:  # noqa: BLE001 - any refusal of the copy is a bad file
-                raise CheckpointError(
-                    f"{reader.path(file)}: the {part} does not fit this algorithm's "
-                    f"({type(error).__name__}: {fields.first_line(error)})."
-                ) from None
-        return learner_state
 
     def _apply_checkpoint(self, restored: dict[str, Any]) -> None:
         self.learner.set_state(restored["learner"])
         torch.set_rng_state(restored["torch_rng"])
-        self._counters = dict(restored["counters"])
+        self.counters = dict(restored["counters"])
         self._iteration = restored["iteration"]
         self._rng.bit_generator.state = restored["rng"]
         self._episode_stats = m.EpisodeStats(self.config.metrics_num_episodes_for_smoothing)
@@ -635,10 +616,10 @@ class Algorithm(tune.Trainable):
         self.set_extra_state(restored["extra"])
         # Runners start fresh episodes, seeded from the restored stream: two restores of one
         # checkpoint continue identically.
-        self.env_runner_group.reset()
-        if self.eval_env_runner_group is not None:
-            self.eval_env_runner_group.reset()
-        self._sync_weights()
+        for group in (self.env_runner_group, self.eval_env_runner_group):
+            if group is not None:
+                group.reset()
+        self.sync_weights()
         self.callbacks.on_checkpoint_loaded(algorithm=self)
 
     def get_extra_state(self) -> dict[str, Any]:

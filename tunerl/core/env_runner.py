@@ -1,4 +1,5 @@
-"""EnvRunner: steps a Gymnasium vector env with a copy of the module and returns SampleBatches.
+"""EnvRunner: steps a Gymnasium vector env with a copy of the modules and returns
+MultiAgentBatches (a single-agent env's steps go to its one module, `default_policy`).
 
 Gymnasium vector envs reset a finished sub-env on the *next* step ("next-step autoreset"):
 that step ignores the action and returns the new episode's first observation. The runner
@@ -19,8 +20,8 @@ import torch
 
 from tunerl.core import columns
 from tunerl.core.distributions import sample_with_logp
-from tunerl.core.rl_module import RLModuleSpec, flattened_by_env_runner
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.rl_module import MultiRLModuleSpec, RLModule, flattened_by_env_runner
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_vector_env
 
 logger = logging.getLogger(__name__)
@@ -87,13 +88,14 @@ class RecreateOnError(gym.Wrapper):
 
 
 class EnvRunner:
-    """One vector env and one module copy. Runs in the algorithm's process or as a Ray actor
-    (`ray.remote(EnvRunner)`), with the same code."""
+    """One vector env and a copy of the MultiRLModule. Runs in the algorithm's process or as
+    a Ray actor (`ray.remote(EnvRunner)`), with the same code. A single-agent env acts with
+    the one module the spec holds; its steps are that module's batch."""
 
     def __init__(
         self,
         config: Any,
-        module_spec: RLModuleSpec,
+        module_spec: MultiRLModuleSpec,
         worker_index: int = 0,
         seed: int | None = None,
         env_creator: EnvCreator | None = None,
@@ -109,7 +111,12 @@ class EnvRunner:
         self.single_action_space = self.env.single_action_space
         self.module = module_spec.build()
         self.module.eval()
-        self.dist_cls = self.module.get_action_dist_cls()
+        if len(self.module) != 1:
+            raise ValueError(
+                f"A single-agent env acts with one module; the spec holds {self.module.keys()}."
+            )
+        (self.module_id,) = self.module.keys()
+        self.dist_cls = self.policy.get_action_dist_cls()
         self.generator = torch.Generator()
         self._check_env = not config.disable_env_checking
         self._env_actions = EnvActions(
@@ -184,10 +191,17 @@ class EnvRunner:
         """Takes a new config for fields that need no new env (explore, fragment length)."""
         self.config = config
 
-    def get_weights(self) -> dict[str, torch.Tensor]:
+    @property
+    def policy(self) -> RLModule:
+        """The module this runner acts with."""
+        return self.module[self.module_id]
+
+    def get_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """`{module_id: weights}`."""
         return self.module.get_state()
 
-    def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
+    def set_weights(self, weights: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Loads `{module_id: weights}` (RLlib's layout; modules not named keep theirs)."""
         self.module.set_state(weights)
 
     def get_spaces(self) -> tuple[gym.Space, gym.Space]:
@@ -216,25 +230,28 @@ class EnvRunner:
         num_timesteps: int | None = None,
         num_episodes: int | None = None,
         explore: bool | None = None,
-    ) -> SampleBatch:
+    ) -> MultiAgentBatch:
         """Steps the envs until `num_timesteps` rows are collected (episodes carry over to the
         next call), or until exactly `num_episodes` fresh episodes have finished."""
         explore = self.config.explore if explore is None else explore
         if num_episodes is not None:
-            return self._sample_episodes(num_episodes, explore)
-        if num_timesteps is None:
-            num_timesteps = self.config.get_rollout_fragment_length() * self.num_envs
-        return self._sample_timesteps(num_timesteps, explore)
+            batch = self._sample_episodes(num_episodes, explore)
+        else:
+            if num_timesteps is None:
+                num_timesteps = self.config.get_rollout_fragment_length() * self.num_envs
+            batch = self._sample_timesteps(num_timesteps, explore)
+        return MultiAgentBatch({self.module_id: batch}, len(batch))
 
     def _act(self, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         # The distribution's ops too: outside inference mode each op of a one-row batch costs
         # about half as much again (SAC's act per env step: 200 against 144 us).
         with torch.inference_mode():
             obs = torch.from_numpy(self._obs)
+            policy = self.policy
             if explore:
-                out = self.module.forward_exploration({columns.OBS: obs})
+                out = policy.forward_exploration({columns.OBS: obs})
             else:
-                out = self.module.forward_inference({columns.OBS: obs})
+                out = policy.forward_inference({columns.OBS: obs})
             dist_inputs = out[columns.ACTION_DIST_INPUTS]
             dist = self.dist_cls(dist_inputs)
             if explore:

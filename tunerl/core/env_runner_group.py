@@ -33,8 +33,8 @@ from typing import Any
 import ray
 
 from tunerl.core.env_runner import EnvRunner
-from tunerl.core.rl_module import RLModuleSpec
-from tunerl.core.sample_batch import SampleBatch, concat_samples
+from tunerl.core.rl_module import MultiRLModuleSpec
+from tunerl.core.sample_batch import MultiAgentBatch, concat_samples
 from tunerl.env.registry import EnvCreator, EnvError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class PendingSample:
     num_episodes: int | None
     explore: bool | None
     requests: dict[int, tuple[Any, Any]]  # runner index -> (sample ref, metrics ref)
-    batch: SampleBatch | None = None  # a local runner's, sampled at once
+    batch: MultiAgentBatch | None = None  # a local runner's, sampled at once
 
 
 class EnvRunnerGroup:
@@ -119,7 +119,7 @@ class EnvRunnerGroup:
     def __init__(
         self,
         config: Any,
-        module_spec: RLModuleSpec,
+        module_spec: MultiRLModuleSpec,
         num_env_runners: int,
         seed_fn: Callable[[int], int],
         env_creator: EnvCreator | None = None,
@@ -252,7 +252,7 @@ class EnvRunnerGroup:
         num_timesteps: int | None = None,
         num_episodes: int | None = None,
         explore: bool | None = None,
-    ) -> SampleBatch:
+    ) -> MultiAgentBatch:
         """At least `num_timesteps` env steps (or exactly `num_episodes` episodes) from all
         runners together, gathered in parallel; their episode metrics are kept for
         `pop_metrics()`. With neither, each runner samples `rollout_fragment_length` steps
@@ -283,7 +283,7 @@ class EnvRunnerGroup:
         requests = self._request_round(num_timesteps, num_episodes, explore)
         return PendingSample(num_timesteps, num_episodes, explore, requests)
 
-    def finish_sample(self, pending: PendingSample) -> SampleBatch:
+    def finish_sample(self, pending: PendingSample) -> MultiAgentBatch:
         """Collects what `start_sample()` asked for. A runner that fails is restarted (within
         the fault-tolerance settings) and what it owed is sampled again from the runners
         that are up, as often as it takes; one that is later than `sample_timeout_s` is
@@ -291,7 +291,7 @@ class EnvRunnerGroup:
         none) when runners were skipped or dropped."""
         if pending.batch is not None:
             return pending.batch
-        batches: list[SampleBatch] = []
+        batches: list[MultiAgentBatch] = []
         steps_left, episodes_left = pending.num_timesteps, pending.num_episodes
         requests = pending.requests
         # Every round brings steps or episodes in, or restarts a runner (each has
@@ -316,7 +316,7 @@ class EnvRunnerGroup:
             requests = self._request_round(steps_left, episodes_left, pending.explore)
             if not requests:
                 break
-        return concat_samples(batches)
+        return concat_samples(batches) if batches else MultiAgentBatch({}, 0)
 
     @staticmethod
     def _split(total: int, count: int) -> list[int]:
@@ -350,7 +350,7 @@ class EnvRunnerGroup:
             self._in_flight[index] = list(requests[index])
         return requests
 
-    def _collect_round(self, requests: dict[int, tuple]) -> tuple[list[SampleBatch], int]:
+    def _collect_round(self, requests: dict[int, tuple]) -> tuple[list[MultiAgentBatch], int]:
         """Waits up to `sample_timeout_s` for the requests; returns the batches that came
         back and the episodes they finished."""
         if not requests:

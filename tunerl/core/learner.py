@@ -1,13 +1,25 @@
-"""Learner: the module being trained, its optimizer, and minibatch SGD over a train batch.
+"""Learner: the modules being trained (a MultiRLModule), their optimizers, and the updates.
 
-A custom loss is a subclass that overrides `compute_loss(batch) -> (loss, stats)`; every
-algorithm's loss is also a plain function of (module, batch, config) in its own file.
+One skeleton for every algorithm, in the seeds' three pieces:
+
+- the loss: `compute_loss_for_module(module_id, batch) -> LossOutput(loss, stats, td_errors)`;
+- the postprocessing: `postprocess_batch(module_id, batch)` (e.g. GAE or V-trace advantages),
+  run once per update before any gradient step;
+- the optimizers: `configure_optimizers_for_module(module_id)`, which registers named
+  optimizers (`register_optimizer`; SAC has "actor", "critic" and "alpha").
+
+`update(MultiAgentBatch)` updates every module in the batch that is trained and returns
+`{module_id: stats}`. `update_module` runs one gradient step on the whole batch; minibatch
+SGD algorithms (PPO, IMPALA, APPO, VPG) call the shared `minibatch_sgd` from it instead. A
+custom loss is one overridden method.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -15,10 +27,12 @@ import torch
 
 from tunerl.core import metrics as m
 from tunerl.core.optim import Adam, clip_grad_norm_
-from tunerl.core.rl_module import RLModule
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.rl_module.multi_rl_module import MultiRLModule
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = "default"
 
 
 def scheduled_value(schedule: float | list, step: int) -> float:
@@ -42,34 +56,159 @@ def pick_device(num_gpus: float) -> torch.device:
     return torch.device("cpu")
 
 
-class Learner:
-    """Trains one module. `update()` runs `num_epochs` passes of shuffled minibatch SGD with
-    global-norm gradient clipping and returns the mean of the loss statistics."""
+@dataclasses.dataclass
+class LossOutput:
+    """What a loss returns: the tensor to minimize, statistics to report (floats or 0-d
+    tensors), and for replay algorithms the per-row TD errors that become priorities."""
 
-    # Columns moved to torch for the loss; others (eps_id, t, new_obs) stay behind.
+    loss: torch.Tensor
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    td_errors: torch.Tensor | None = None
+
+
+def optimizer_parameters(optimizer: Any) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer steps (tunerl's Adam or a torch.optim one)."""
+    if isinstance(optimizer, Adam):
+        return optimizer.params
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+class Learner:
+    """Trains the modules of a MultiRLModule; see the module docstring for what a subclass
+    defines. `self.module[module_id]` is one RLModule; `self.rng` is the learner's own
+    (checkpointed) random stream."""
+
+    # Columns moved to torch for the loss; others (eps_id, t, new_obs) stay behind. Empty:
+    # every column.
     LOSS_COLUMNS: tuple[str, ...] = ()
 
-    def __init__(self, config: Any, module: RLModule, seed: int):
+    def __init__(self, config: Any, module: MultiRLModule, seed: int):
         self.config = config
         self.device = pick_device(config.num_gpus_per_learner)
         self.module = module.to(self.device)
-        self.optimizer = self.build_optimizer()
+        self.module.eval()
         self.rng = np.random.default_rng(seed)
+        self._optimizers: dict[str, dict[str, Any]] = {}
+        self._lr_schedules: dict[tuple[str, str], float | list] = {}
+        for module_id in self.module.keys():
+            self._optimizers[module_id] = {}
+            self.configure_optimizers_for_module(module_id)
 
-    def build_optimizer(self) -> Adam | torch.optim.Optimizer:
-        lr = scheduled_value(self.config.lr, 0)
-        return Adam(self.module.parameters(), lr=lr)
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers_for_module(self, module_id: str) -> None:
+        """Registers the module's optimizers: by default one Adam over all its trainable
+        parameters, at `config.lr` (a number or a schedule)."""
+        lr = self.config.lr
+        optimizer = Adam(self.module[module_id].parameters(), lr=scheduled_value(lr, 0))
+        self.register_optimizer(module_id, DEFAULT_OPTIMIZER, optimizer, lr)
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        """The loss to minimize on one minibatch, and statistics to report (floats or 0-d
-        tensors)."""
-        raise NotImplementedError(f"{type(self).__name__} must define compute_loss().")
+    def register_optimizer(
+        self,
+        module_id: str,
+        name: str,
+        optimizer: Any,
+        lr_or_lr_schedule: float | list | None = None,
+    ) -> None:
+        """Adds a named optimizer of `module_id`. With `lr_or_lr_schedule` its learning
+        rate follows that schedule of the learner's clock (`update(timestep=...)`)."""
+        if name in self._optimizers.setdefault(module_id, {}):
+            raise ValueError(f"Module {module_id!r} already has an optimizer named {name!r}.")
+        self._optimizers[module_id][name] = optimizer
+        if lr_or_lr_schedule is not None:
+            self._lr_schedules[(module_id, name)] = lr_or_lr_schedule
 
-    def set_lr(self, num_env_steps_sampled_lifetime: int) -> float:
-        lr = scheduled_value(self.config.lr, num_env_steps_sampled_lifetime)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+    def get_optimizer(self, module_id: str, name: str = DEFAULT_OPTIMIZER) -> Any:
+        return self._optimizers[module_id][name]
+
+    def get_optimizers_for_module(self, module_id: str) -> dict[str, Any]:
+        """`{name: optimizer}` of one module, in the order they were registered."""
+        return dict(self._optimizers[module_id])
+
+    def set_lr(self, timestep: int) -> dict[tuple[str, str], float]:
+        """Sets every scheduled optimizer's learning rate for `timestep`; returns them."""
+        rates = {}
+        for (module_id, name), schedule in self._lr_schedules.items():
+            lr = scheduled_value(schedule, timestep)
+            for group in self._optimizers[module_id][name].param_groups:
+                group["lr"] = lr
+            rates[(module_id, name)] = lr
+        return rates
+
+    # ------------------------------------------------------------------ the three pieces
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """The loss of one module on one (mini)batch of tensors."""
+        raise NotImplementedError(f"{type(self).__name__} must define compute_loss_for_module().")
+
+    def postprocess_batch(self, module_id: str, batch: SampleBatch) -> SampleBatch:
+        """Adds what the loss needs and the runners did not write (advantages, value
+        targets), once per update; by default nothing."""
+        del module_id
+        return batch
+
+    # ------------------------------------------------------------------ updating
+    def should_train(self, module_id: str) -> bool:
+        """Whether `update` trains this module (all of them by default)."""
+        return module_id in self.module
+
+    def update(
+        self, batch: MultiAgentBatch | SampleBatch, timestep: int = 0
+    ) -> dict[str, dict[str, Any]]:
+        """Updates every trained module that has rows in `batch` (a SampleBatch is the
+        batch of `default_policy`); `timestep` is the clock the learning-rate schedules
+        read. Returns `{module_id: stats}`."""
+        batch = MultiAgentBatch.wrap_as_needed(batch)
+        rates = self.set_lr(timestep)
+        results: dict[str, dict[str, Any]] = {}
+        for module_id, module_batch in batch.policy_batches.items():
+            if not self.should_train(module_id) or len(module_batch) == 0:
+                continue
+            module = self.module[module_id]
+            module.train()
+            try:
+                stats = self.update_module(module_id, module_batch)
+            finally:
+                module.eval()
+            lr = rates.get((module_id, DEFAULT_OPTIMIZER))
+            if lr is not None:
+                stats[m.CURR_LR] = lr
+            results[module_id] = stats
+        return results
+
+    def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
+        """One update of one module: postprocessing, then one gradient step on the whole
+        batch. Minibatch SGD learners return `minibatch_sgd(self, module_id, batch)`."""
+        batch = self.postprocess_batch(module_id, batch)
+        return self.gradient_step(module_id, self.to_tensors(batch))
+
+    def gradient_step(self, module_id: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """`compute_loss_for_module` then `apply_gradients`; the statistics as floats, and
+        the TD errors (a numpy array under `metrics.TD_ERRORS`) if the loss gave them."""
+        out = self.compute_loss_for_module(module_id, tensors)
+        norms = self.apply_gradients(module_id, out.loss)
+        stats = {key: float(value) for key, value in out.stats.items()}
+        if DEFAULT_OPTIMIZER in norms:
+            stats[m.GRAD_NORM] = norms[DEFAULT_OPTIMIZER]
+        if out.td_errors is not None:
+            stats[m.TD_ERRORS] = out.td_errors.detach().cpu().numpy()
+        return stats
+
+    def apply_gradients(
+        self, module_id: str, loss: torch.Tensor, optimizer_names: Iterable[str] | None = None
+    ) -> dict[str, float]:
+        """Backpropagates `loss` and steps the named optimizers of `module_id` (default: all
+        of them), each with its gradients clipped to a global norm of `config.grad_clip`.
+        Returns `{optimizer name: gradient norm before clipping}`."""
+        names = list(self._optimizers[module_id] if optimizer_names is None else optimizer_names)
+        optimizers = [self._optimizers[module_id][name] for name in names]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
+        norms = {}
+        for name, optimizer in zip(names, optimizers):
+            norms[name] = float(clip_grad_norm_(optimizer, optimizer_parameters(optimizer), clip))
+            optimizer.step()
+        return norms
 
     def to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
         columns = self.LOSS_COLUMNS or tuple(batch)
@@ -77,50 +216,43 @@ class Learner:
             key: torch.as_tensor(batch[key], device=self.device) for key in columns if key in batch
         }
 
-    def update(self, batch: SampleBatch, num_env_steps_sampled_lifetime: int = 0) -> dict:
-        """`num_epochs` passes of minibatch SGD over `batch`."""
-        self.module.train()
-        lr = self.set_lr(num_env_steps_sampled_lifetime)
-        tensors = self.to_tensors(batch)
-        num_rows = len(batch)
-        minibatch_size = min(self.config.minibatch_size, num_rows)
-        clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        parameters = [p for p in self.module.parameters() if p.requires_grad]
-        totals: dict[str, float] = defaultdict(float)
-        num_steps = 0
-        # Rows beyond a multiple of minibatch_size are spread over the minibatches rather
-        # than left as a tiny last one (whose advantage statistics would be noise).
-        num_minibatches = max(1, num_rows // minibatch_size)
-        for _ in range(self.config.num_epochs):
-            order = torch.from_numpy(self.rng.permutation(num_rows)).to(self.device)
-            for index in torch.tensor_split(order, num_minibatches):
-                minibatch = {key: value[index] for key, value in tensors.items()}
-                loss, stats = self.compute_loss(minibatch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = clip_grad_norm_(self.optimizer, parameters, clip)
-                self.optimizer.step()
-                for key, value in stats.items():
-                    totals[key] += float(value)
-                totals[m.GRAD_NORM] += float(grad_norm)
-                num_steps += 1
-        self.module.eval()
-        results = {key: value / max(num_steps, 1) for key, value in totals.items()}
-        results[m.CURR_LR] = lr
-        return results
+    def update_observation_filters(self, batch: MultiAgentBatch | SampleBatch) -> None:
+        """Merges each module's sampled observations into its observation filter (a no-op
+        without one). Called after learning on the batch, so it was trained with the
+        statistics it was sampled with."""
+        batch = MultiAgentBatch.wrap_as_needed(batch)
+        for module_id, module_batch in batch.policy_batches.items():
+            if module_id in self.module and len(module_batch):
+                self.module[module_id].update_observation_filter(module_batch[SampleBatch.OBS])
 
     # ------------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
-        """Tensors (module, optimizer) and JSON-able state (RNG, algorithm extras)."""
+        """Tensors (`module`: {module_id: weights}, `optimizers`: {module_id: {name:
+        state}}, `tensors`: the algorithm's own, e.g. APPO's target networks) and JSON-able
+        state (`json`: the RNG and the algorithm's extras)."""
         return {
             "module": self.module.get_state(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {
+                module_id: {name: opt.state_dict() for name, opt in optimizers.items()}
+                for module_id, optimizers in self._optimizers.items()
+            },
+            "tensors": self.get_extra_tensors(),
             "json": {"rng": self.rng.bit_generator.state, **self.get_extra_state()},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.module.set_state(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for module_id, optimizers in state["optimizers"].items():
+            live = self._optimizers[module_id]
+            missing = sorted(set(live) - set(optimizers))
+            if missing or set(optimizers) - set(live):
+                raise ValueError(
+                    f"optimizers of module {module_id!r} are {sorted(optimizers)}; this "
+                    f"learner has {sorted(live)}."
+                )
+            for name, optimizer_state in optimizers.items():
+                live[name].load_state_dict(optimizer_state)
+        self.set_extra_tensors(state.get("tensors", {}))
         extra = dict(state["json"])
         self.rng.bit_generator.state = extra.pop("rng")
         self.set_extra_state(extra)
@@ -131,3 +263,35 @@ class Learner:
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         del state
+
+    def get_extra_tensors(self) -> dict[str, Any]:
+        """Tensors of the algorithm's own (e.g. APPO's target networks), saved in the
+        learner's state file."""
+        return {}
+
+    def set_extra_tensors(self, tensors: dict[str, Any]) -> None:
+        """Loads what `get_extra_tensors` returned; raises on anything that does not fit."""
+        if tensors:
+            raise ValueError(f"unexpected learner tensors {sorted(tensors)}")
+
+
+def minibatch_sgd(learner: Learner, module_id: str, batch: SampleBatch) -> dict[str, float]:
+    """`config.num_epochs` passes of shuffled minibatch SGD over `batch` (PPO, IMPALA, APPO,
+    VPG), minibatches of `config.minibatch_size` rows; the mean of each statistic."""
+    config = learner.config
+    tensors = learner.to_tensors(batch)
+    num_rows = len(batch)
+    minibatch_size = min(config.minibatch_size, num_rows)
+    # Rows beyond a multiple of minibatch_size are spread over the minibatches rather than
+    # left as a tiny last one (whose advantage statistics would be noise).
+    num_minibatches = max(1, num_rows // minibatch_size)
+    totals: dict[str, float] = defaultdict(float)
+    num_steps = 0
+    for _ in range(config.num_epochs):
+        order = torch.from_numpy(learner.rng.permutation(num_rows)).to(learner.device)
+        for index in torch.tensor_split(order, num_minibatches):
+            minibatch = {key: value[index] for key, value in tensors.items()}
+            for key, value in learner.gradient_step(module_id, minibatch).items():
+                totals[key] += float(value)
+            num_steps += 1
+    return {key: value / max(num_steps, 1) for key, value in totals.items()}

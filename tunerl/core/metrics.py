@@ -50,6 +50,9 @@ CURR_LR = "curr_lr"
 QF_LOSS = "qf_loss"
 QF_MEAN = "qf_mean"
 TD_ERROR_MEAN = "td_error_mean"
+# Per-row TD errors a replay learner returns beside its stats; taken out for the priorities
+# before the stats are reported.
+TD_ERRORS = "td_errors"
 CURR_EPSILON = "curr_epsilon"
 ACTOR_LOSS = "actor_loss"
 ALPHA_LOSS = "alpha_loss"

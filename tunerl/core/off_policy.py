@@ -1,10 +1,24 @@
-"""What DQN and SAC share: how many replayed updates an iteration owes, and the replay
-buffer in checkpoints. Functions, not a base class (STYLE.md)."""
+"""What DQN and SAC share: `ReplayState`, the object that owns their experience.
+
+Per module, a replay buffer and an n-step collector (the rows whose n steps are not all
+sampled yet); for the algorithm, the fraction of an update owed. The algorithm holds it
+(`self.replay`) and calls its methods in `training_step`:
+
+    batch = self.sample_from_runners(...)            # 1. sample
+    self.replay.add(batch)                           #    as n-step transitions
+    for _ in range(self.replay.updates_owed(...)):   # 2. learn
+        replayed, slots = self.replay.sample(batch_size)
+        results = self.learner.update(replayed)
+        self.replay.update_priorities(slots, results)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tunerl.core import checkpoint_io
 from tunerl.core import metrics as m
@@ -14,22 +28,15 @@ from tunerl.core.replay_buffers import (
     ReplayBuffer,
     make_replay_buffer,
 )
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 
-REPLAY_BUFFER_FILE = "replay_buffer.npz"
 N_STEP_HELP = (
     "Steps summed in each return before bootstrapping (fewer at an episode's end). A step "
     "goes into the replay buffer once its next n_step - 1 steps are sampled."
 )
-
-
-def build_replay_state(algo: Any) -> None:
-    """What DQN and SAC keep between iterations: the replay buffer, the n-step collector and
-    the fraction of an update owed (`updates_owed`)."""
-    config = algo.config
-    algo.replay_buffer = make_replay_buffer(config.replay_buffer_config, seed=algo._draw_seed())
-    algo.n_step_collector = NStepCollector(config.n_step, config.gamma)
-    algo._update_credit = 0.0
+REPLAY_BUFFER_DIR = "replay_buffer"
+# tunerl 0.1 wrote the one module's buffer as this file.
+LEGACY_REPLAY_BUFFER_FILE = "replay_buffer.npz"
 
 
 def updates_due(
@@ -43,80 +50,108 @@ def updates_due(
     return updates, credit - updates
 
 
-def updates_owed(algo: Any, num_sampled: int) -> int:
-    """Whole updates `algo` owes after sampling `num_sampled` steps (none before
-    `num_steps_sampled_before_learning_starts`, nor while the replay buffer is empty: with
-    learning starting at 0, the first steps wait in the n-step collector); keeps the fraction
-    in `algo._update_credit`."""
-    config = algo.config
-    sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-    if sampled < config.num_steps_sampled_before_learning_starts or not len(algo.replay_buffer):
-        return 0
-    updates, algo._update_credit = updates_due(
-        algo._update_credit,
-        num_sampled,
-        config.training_intensity,
-        config.train_batch_size_per_learner,
-    )
-    return updates
+def buffer_file(module_id: str) -> str:
+    """Where a module's replay buffer goes in a checkpoint."""
+    return f"{REPLAY_BUFFER_DIR}/{module_id}.npz"
 
 
-def save_buffer(buffer: ReplayBuffer, directory: Path, enabled: bool) -> None:
-    if enabled:
-        buffer.save(directory / REPLAY_BUFFER_FILE)
+class ReplayState:
+    """Replay buffers and n-step collectors keyed by module id, and the update credit.
+    `draw_seed` gives each new buffer its seed (the algorithm's checkpointed stream)."""
 
+    def __init__(self, config: Any, module_ids: Sequence[str], draw_seed: Callable[[], int]):
+        self.config = config
+        self.module_ids = list(module_ids)
+        self.buffers: dict[str, ReplayBuffer] = {}
+        self.collectors: dict[str, NStepCollector] = {}
+        self.update_credit = 0.0
+        self.restore({}, draw_seed)
 
-def read_buffer(
-    reader: checkpoint_io.CheckpointReader, replay_buffer_config: dict[str, Any]
-) -> ReplayBuffer | None:
-    """A new buffer holding the replay buffer a checkpoint saved (None if it saved none),
-    checked before the algorithm's own buffer is replaced by it."""
-    if not reader.has(REPLAY_BUFFER_FILE):
-        return None
-    arrays = reader.arrays(REPLAY_BUFFER_FILE)
-    buffer = make_replay_buffer(replay_buffer_config, seed=0)  # set_state brings its RNG
-    try:
-        buffer.set_state(arrays)
-    except (KeyError, ValueError, TypeError, IndexError) as error:
-        raise checkpoint_io.CheckpointError(
-            f"{reader.path(REPLAY_BUFFER_FILE)} is not a replay buffer this algorithm can use "
-            f"({type(error).__name__}: {error})."
-        ) from None
-    return buffer
+    def add(self, batch: MultiAgentBatch) -> None:
+        """Adds each module's sampled rows as n-step transitions (rows whose n steps are not
+        all sampled yet wait in the collector)."""
+        for module_id, module_batch in batch.policy_batches.items():
+            self.buffers[module_id].add(self.collectors[module_id].add(module_batch))
 
+    def updates_owed(self, num_sampled: int, num_sampled_lifetime: int) -> int:
+        """Whole updates owed after sampling `num_sampled` steps: `training_intensity`
+        replayed rows per sampled step, in updates of `train_batch_size_per_learner`; none
+        before `num_steps_sampled_before_learning_starts`, nor while a buffer is empty (with
+        learning from step 0 the first steps wait in the n-step collector)."""
+        config = self.config
+        if num_sampled_lifetime < config.num_steps_sampled_before_learning_starts or not all(
+            len(buffer) for buffer in self.buffers.values()
+        ):
+            return 0
+        updates, self.update_credit = updates_due(
+            self.update_credit,
+            num_sampled,
+            config.training_intensity,
+            config.train_batch_size_per_learner,
+        )
+        return updates
 
-def restore_replay_state(algo: Any, buffer: ReplayBuffer | None) -> None:
-    """After a restore: the checkpoint's replay buffer, or a new empty one when it stored
-    none (`store_buffer_in_checkpoints=False`), seeded from the restored RNG stream, so a
-    restore into a live algorithm (PBT, a Tune trial restore) continues exactly as
-    `from_checkpoint` does instead of replaying the live run's own experience. The n-step
-    collector starts empty: the runners start fresh episodes."""
-    algo.replay_buffer = (
-        buffer
-        if buffer is not None
-        else make_replay_buffer(algo.config.replay_buffer_config, seed=algo._draw_seed())
-    )
-    algo.n_step_collector = NStepCollector(algo.config.n_step, algo.config.gamma)
+    def sample(
+        self, batch_size: int, **options: Any
+    ) -> tuple[MultiAgentBatch, dict[str, np.ndarray]]:
+        """`batch_size` replayed rows of every module (`options`: prioritized replay's
+        `beta`), and the buffer slots they came from, for `update_priorities`."""
+        batches: dict[str, SampleBatch] = {}
+        slots: dict[str, np.ndarray] = {}
+        for module_id, buffer in self.buffers.items():
+            replayed = buffer.sample(batch_size, **options)
+            slots[module_id] = replayed.pop(BATCH_INDEXES)
+            batches[module_id] = replayed
+        return MultiAgentBatch(batches, batch_size), slots
 
+    def update_priorities(
+        self, slots: dict[str, np.ndarray], results: dict[str, dict[str, Any]]
+    ) -> None:
+        """Feeds each module's TD errors (taken out of its learner stats) back as the
+        priorities of the rows it replayed (a no-op for uniform replay)."""
+        for module_id, stats in results.items():
+            td_errors = stats.pop(m.TD_ERRORS, None)
+            if td_errors is not None:
+                self.buffers[module_id].update_priorities(slots[module_id], td_errors)
 
-def sample_into_buffer(algo: Any) -> SampleBatch:
-    """Samples `rollout_fragment_length` steps per sub-env on every runner and adds them to
-    `algo.replay_buffer` as n-step transitions (through `algo.n_step_collector`, which holds
-    the rows whose n steps are not all sampled yet); returns the one-step batch."""
-    config = algo.config
-    steps = config.rollout_fragment_length * config.num_envs_per_env_runner
-    batch = algo.sample_from_runners(steps * max(1, config.num_env_runners))
-    algo.replay_buffer.add(algo.n_step_collector.add(batch))
-    return batch
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, directory: Path) -> None:
+        """Writes every module's buffer into the checkpoint, if `store_buffer_in_checkpoints`."""
+        if self.config.store_buffer_in_checkpoints:
+            for module_id, buffer in self.buffers.items():
+                buffer.save(directory / buffer_file(module_id))
 
+    def read(self, reader: checkpoint_io.CheckpointReader) -> dict[str, ReplayBuffer]:
+        """New buffers holding the ones a checkpoint saved (none if it saved none), checked
+        before any live buffer is replaced."""
+        files = {module_id: buffer_file(module_id) for module_id in self.module_ids}
+        if len(self.module_ids) == 1 and reader.has(LEGACY_REPLAY_BUFFER_FILE):
+            files = {self.module_ids[0]: LEGACY_REPLAY_BUFFER_FILE}
+        buffers = {}
+        for module_id, name in files.items():
+            if not reader.has(name):
+                continue
+            buffer = make_replay_buffer(self.config.replay_buffer_config, seed=0)  # state has RNG
+            try:
+                buffer.set_state(reader.arrays(name))
+            except (KeyError, ValueError, TypeError, IndexError) as error:
+                raise checkpoint_io.CheckpointError(
+                    f"{reader.path(name)} is not a replay buffer this algorithm can use "
+                    f"({type(error).__name__}: {error})."
+                ) from None
+            buffers[module_id] = buffer
+        return buffers
 
-def replay_update(algo: Any, num_env_steps_sampled: int, **sample_options: Any) -> dict:
-    """One learner update on a replayed batch; feeds the TD errors back as priorities and
-    counts the trained steps."""
-    replay = algo.replay_buffer.sample(algo.config.train_batch_size_per_learner, **sample_options)
-    stats = algo.learner.update(replay, num_env_steps_sampled)
-    algo.replay_buffer.update_priorities(
-        replay[BATCH_INDEXES], algo.learner.last_td_errors.cpu().numpy()
-    )
-    algo.count_trained_steps(len(replay))
-    return stats
+    def restore(self, buffers: dict[str, ReplayBuffer], draw_seed: Callable[[], int]) -> None:
+        """Takes the buffers `read` returned; a module without one gets a new empty buffer,
+        seeded from `draw_seed` (after a restore: the restored stream, so a restore into a
+        live algorithm, as PBT does, continues exactly as `from_checkpoint` does instead of
+        replaying the live run's experience). The n-step collectors start empty: the runners
+        start fresh episodes."""
+        config = self.config
+        for module_id in self.module_ids:
+            buffer = buffers.get(module_id)
+            if buffer is None:
+                buffer = make_replay_buffer(config.replay_buffer_config, seed=draw_seed())
+            self.buffers[module_id] = buffer
+            self.collectors[module_id] = NStepCollector(config.n_step, config.gamma)

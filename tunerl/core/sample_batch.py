@@ -7,6 +7,7 @@ time order, so an episode's steps stay together until a batch is shuffled.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class SampleBatch(dict):
         return [self.slice(start, end) for start, end in zip(starts, ends)]
 
     @staticmethod
-    def concat_samples(batches: Sequence[SampleBatch]) -> SampleBatch:
+    def concat_samples(batches: Sequence[SampleBatch | MultiAgentBatch]) -> Any:
         return concat_samples(batches)
 
     def summary(self) -> str:
@@ -124,8 +125,13 @@ class SampleBatch(dict):
         return self.summary()
 
 
-def concat_samples(batches: Sequence[SampleBatch]) -> SampleBatch:
-    """Concatenates batches row-wise; they must hold the same columns."""
+def concat_samples(batches: Sequence[SampleBatch | MultiAgentBatch]) -> Any:
+    """Concatenates batches row-wise; they must hold the same columns. MultiAgentBatches are
+    concatenated module by module, their env steps summed."""
+    if batches and all(isinstance(batch, MultiAgentBatch) for batch in batches):
+        return MultiAgentBatch.concat_samples(batches)  # type: ignore[arg-type]
+    if any(isinstance(batch, MultiAgentBatch) for batch in batches):
+        raise TypeError("Cannot concatenate SampleBatches with MultiAgentBatches.")
     batches = [batch for batch in batches if len(batch)]
     if not batches:
         return SampleBatch()
@@ -142,25 +148,57 @@ def concat_samples(batches: Sequence[SampleBatch]) -> SampleBatch:
 
 
 class MultiAgentBatch:
-    """SampleBatches keyed by module id; `env_steps` counts environment steps, which can be
-    fewer than the rows when several agents act in one step."""
+    """SampleBatches keyed by module id: what flows from sampling to learning. `env_steps`
+    counts environment steps, which can be fewer than the rows when several agents act in
+    one step; `len(batch)` is `env_steps`."""
 
     def __init__(self, policy_batches: Mapping[str, SampleBatch], env_steps: int):
         self.policy_batches = dict(policy_batches)
         self.env_steps = int(env_steps)
 
     @staticmethod
-    def wrap_as_needed(batch: SampleBatch | MultiAgentBatch, env_steps: int | None = None):
+    def wrap_as_needed(
+        batch: SampleBatch | MultiAgentBatch, env_steps: int | None = None
+    ) -> MultiAgentBatch:
         """A SampleBatch becomes a MultiAgentBatch with one module, `default_policy`."""
         if isinstance(batch, MultiAgentBatch):
             return batch
-        return MultiAgentBatch({DEFAULT_MODULE_ID: batch}, env_steps or len(batch))
+        steps = len(batch) if env_steps is None else env_steps
+        return MultiAgentBatch({DEFAULT_MODULE_ID: batch}, steps)
+
+    @staticmethod
+    def concat_samples(batches: Sequence[MultiAgentBatch]) -> MultiAgentBatch:
+        """Module by module, in the order the modules first appear; env steps summed."""
+        per_module: dict[str, list[SampleBatch]] = {}
+        for batch in batches:
+            for module_id, module_batch in batch.policy_batches.items():
+                per_module.setdefault(module_id, []).append(module_batch)
+        return MultiAgentBatch(
+            {module_id: concat_samples(parts) for module_id, parts in per_module.items()},
+            sum(batch.env_steps for batch in batches),
+        )
 
     def agent_steps(self) -> int:
         return sum(len(batch) for batch in self.policy_batches.values())
 
+    def module_ids(self) -> list[str]:
+        return list(self.policy_batches)
+
+    def copy(self) -> MultiAgentBatch:
+        return MultiAgentBatch(
+            {mid: batch.copy() for mid, batch in self.policy_batches.items()}, self.env_steps
+        )
+
     def __getitem__(self, module_id: str) -> SampleBatch:
+        if module_id not in self.policy_batches:
+            raise KeyError(
+                f"No module {module_id!r} in this MultiAgentBatch; it holds "
+                f"{sorted(self.policy_batches)}."
+            )
         return self.policy_batches[module_id]
+
+    def __contains__(self, module_id: object) -> bool:
+        return module_id in self.policy_batches
 
     def __len__(self) -> int:
         return self.env_steps

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunerl.core.env_runner_group import EnvRunnerGroup
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import MultiAgentBatch
 
 
 def synchronous_parallel_sample(
@@ -13,7 +13,7 @@ def synchronous_parallel_sample(
     max_env_steps: int | None = None,
     max_episodes: int | None = None,
     explore: bool | None = None,
-) -> SampleBatch:
+) -> MultiAgentBatch:
     """Samples on every runner of the group in parallel and returns one batch.
 
     With neither limit, every runner samples once, `rollout_fragment_length` steps per

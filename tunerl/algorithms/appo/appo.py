@@ -6,30 +6,28 @@ algorithm: config -> loss -> learner -> training_step (IMPALA's).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from tunerl.algorithms.dqn.dqn import DQNConfig
-from tunerl.algorithms.impala.impala import IMPALA, IMPALAConfig, explained_variance
+from tunerl.algorithms.impala.impala import IMPALA, IMPALAConfig
 from tunerl.algorithms.ppo.ppo import PPOConfig
-from tunerl.core import checkpoint_io
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import LEARNER_DIR, Algorithm
-from tunerl.core.checkpoint_io import CheckpointError, CheckpointReader, json_number
+from tunerl.core.algorithm import Algorithm
+from tunerl.core.checkpoint_io import json_number
 from tunerl.core.config import Field, with_defaults
-from tunerl.core.learner import Learner
+from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
+from tunerl.core.losses import adapt_kl_coeff, clipped_surrogate, explained_variance
 from tunerl.core.optim import FlatParameters, polyak_update_
-from tunerl.core.rl_module import RLModule
+from tunerl.core.rl_module import MultiRLModule, RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
 
 # Columns the learner adds: the target network's policy on the batch.
 TARGET_LOGP = "target_action_logp"
 TARGET_DIST_INPUTS = "target_action_dist_inputs"
-TARGET_MODULE_FILE = "target_module_state.pt"
 # IMPACT's target-worker clipping (Luo et al. 2020, section 4.1.1; RLlib's
 # target_worker_clipping): the behaviour/target ratio is capped at 2.
 _TARGET_WORKER_CLIP = 2.0
@@ -78,7 +76,7 @@ class APPOConfig(IMPALAConfig):
 # ------------------------------------------------------------------------------- loss
 def appo_loss(
     module: RLModule, batch: dict[str, torch.Tensor], config: APPOConfig, kl_coeff: float
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> LossOutput:
     """Clipped surrogate on V-trace advantages (computed with the target network as the
     target policy) + value loss - entropy bonus (+ KL(target || current) penalty)."""
     out = module.forward_train(batch)
@@ -89,12 +87,7 @@ def appo_loss(
     # close to the target, with the lag of stale runners capped (IMPACT, eq. 8).
     is_ratio = torch.exp(behaviour_logp - target_logp).clamp(0.0, _TARGET_WORKER_CLIP)
     ratio = is_ratio * torch.exp(dist.logp(batch[c.ACTIONS]) - behaviour_logp)
-    advantages = batch[c.ADVANTAGES]
-    surrogate = torch.min(
-        ratio * advantages,
-        ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * advantages,
-    )
-    policy_loss = -surrogate.mean()
+    policy_loss = -clipped_surrogate(ratio, batch[c.ADVANTAGES], config.clip_param).mean()
     values, targets = out[c.VF_PREDS], batch[c.VALUE_TARGETS]
     vf_loss = 0.5 * (values - targets).pow(2).mean()
     entropy = dist.entropy().mean()
@@ -102,18 +95,19 @@ def appo_loss(
     loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     if config.use_kl_loss:
         loss = loss + kl_coeff * mean_kl
-    return loss, {
+    stats = {
         m.POLICY_LOSS: policy_loss.detach(),
         m.VF_LOSS: vf_loss.detach(),
         m.ENTROPY: entropy.detach(),
         m.MEAN_KL_LOSS: mean_kl.detach(),
         m.VF_EXPLAINED_VAR: explained_variance(targets, values),
     }
+    return LossOutput(loss, stats)
 
 
 class APPOLearner(Learner):
-    """The target network, V-trace against it, SGD on `appo_loss`, the adaptive KL
-    coefficient and the target updates."""
+    """Per module: a target network, V-trace against it, minibatch SGD on `appo_loss`, the
+    adaptive KL coefficient and the target updates."""
 
     LOSS_COLUMNS = (
         c.OBS,
@@ -125,100 +119,109 @@ class APPOLearner(Learner):
         TARGET_DIST_INPUTS,
     )
 
-    def __init__(self, config: APPOConfig, module: RLModule, seed: int):
+    def __init__(self, config: APPOConfig, module: MultiRLModule, seed: int):
         super().__init__(config, module, seed)
-        self.kl_coeff = float(config.kl_coeff)
-        self.target_module = copy.deepcopy(self.module).requires_grad_(False)
-        self._online = FlatParameters(self.module.parameters())
-        self._target = FlatParameters(self.target_module.parameters())
-        self.steps_since_target_update = 0
+        self.kl_coeffs = {module_id: float(config.kl_coeff) for module_id in self.module.keys()}
+        self.target_modules = {
+            module_id: copy.deepcopy(online).requires_grad_(False)
+            for module_id, online in self.module.items()
+        }
+        self._online = {mid: FlatParameters(mod.parameters()) for mid, mod in self.module.items()}
+        self._target = {
+            mid: FlatParameters(mod.parameters()) for mid, mod in self.target_modules.items()
+        }
+        self.steps_since_target_update = {module_id: 0 for module_id in self.module.keys()}
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        return appo_loss(self.module, batch, self.config, self.kl_coeff)
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        return appo_loss(self.module[module_id], batch, self.config, self.kl_coeffs[module_id])
 
-    def add_target_policy(self, batch: SampleBatch) -> torch.Tensor:
-        """Adds the target network's action distribution and log-probs to `batch`. The
-        target uses the online module's observation filter, which moves every update."""
+    def postprocess_batch(self, module_id: str, batch: SampleBatch) -> SampleBatch:
+        """The target network's action distribution and log-probs, then V-trace with the
+        target network as the target policy. The target uses the online module's
+        observation filter, which moves every update."""
+        online, target = self.module[module_id], self.target_modules[module_id]
         obs = torch.as_tensor(batch[c.OBS], device=self.device)
         with torch.no_grad():
-            inputs = self.target_module._forward_train(self.module._preprocess({c.OBS: obs}))
+            inputs = target._forward_train(online._preprocess({c.OBS: obs}))
             inputs = inputs[c.ACTION_DIST_INPUTS]
             actions = torch.as_tensor(batch[c.ACTIONS], device=self.device)
-            logp = self.module.get_action_dist_cls()(inputs).logp(actions)
+            logp = online.get_action_dist_cls()(inputs).logp(actions).cpu().numpy()
         batch[TARGET_DIST_INPUTS] = inputs.cpu().numpy()
-        batch[TARGET_LOGP] = logp.cpu().numpy()
-        return logp
-
-    def update(self, batch: SampleBatch, num_env_steps_sampled_lifetime: int = 0) -> dict:
+        batch[TARGET_LOGP] = logp
         config = self.config
-        logp = self.add_target_policy(batch)
         add_vtrace(
             batch,
-            self.module,
-            logp.cpu().numpy(),
+            online,
+            logp,
             config.gamma,
             config.vtrace_clip_rho_threshold,
             config.vtrace_clip_pg_rho_threshold,
         )
-        stats = super().update(batch, num_env_steps_sampled_lifetime)
+        return batch
+
+    def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
+        config = self.config
+        stats = minibatch_sgd(self, module_id, self.postprocess_batch(module_id, batch))
         if config.use_kl_loss:
-            # Schulman et al. 2017, section 4, as PPO: grow the penalty when the policy
-            # moved too far from the target.
-            if stats[m.MEAN_KL_LOSS] > 2.0 * config.kl_target:
-                self.kl_coeff *= 1.5
-            elif stats[m.MEAN_KL_LOSS] < 0.5 * config.kl_target:
-                self.kl_coeff *= 0.5
-        stats[m.CURR_KL_COEFF] = self.kl_coeff if config.use_kl_loss else 0.0
-        self.steps_since_target_update += len(batch)
-        self.update_target()
+            self.kl_coeffs[module_id] = adapt_kl_coeff(
+                self.kl_coeffs[module_id], stats[m.MEAN_KL_LOSS], config.kl_target
+            )
+        stats[m.CURR_KL_COEFF] = self.kl_coeffs[module_id] if config.use_kl_loss else 0.0
+        self.steps_since_target_update[module_id] += len(batch)
+        self.update_target(module_id)
         return stats
 
-    def update_target(self) -> None:
+    def update_target(self, module_id: str) -> None:
         """tau < 1: move the target by tau after every update; tau = 1: copy the online
         network once `target_network_update_freq` env steps were trained since the last copy."""
+        target, online = self._target[module_id], self._online[module_id]
         if self.config.tau < 1.0:
-            polyak_update_(self._target, self._online, self.config.tau)
-        elif self.steps_since_target_update >= self.config.target_network_update_freq:
-            polyak_update_(self._target, self._online, 1.0)
-            self.steps_since_target_update = 0
+            polyak_update_(target, online, self.config.tau)
+        elif self.steps_since_target_update[module_id] >= self.config.target_network_update_freq:
+            polyak_update_(target, online, 1.0)
+            self.steps_since_target_update[module_id] = 0
 
     def get_extra_state(self) -> dict[str, Any]:
         return {
-            "kl_coeff": self.kl_coeff,
-            "steps_since_target_update": self.steps_since_target_update,
+            "kl_coeff": dict(self.kl_coeffs),
+            "steps_since_target_update": dict(self.steps_since_target_update),
         }
 
+    def get_extra_tensors(self) -> dict[str, Any]:
+        targets = {mid: target.get_state() for mid, target in self.target_modules.items()}
+        return {"target_modules": targets}
+
+    def set_extra_tensors(self, tensors: dict[str, Any]) -> None:
+        targets = tensors.get("target_modules")
+        if not isinstance(targets, dict) or sorted(targets) != sorted(self.target_modules):
+            raise ValueError(
+                f"target_modules must hold the target networks of {sorted(self.target_modules)}"
+                " (a checkpoint of tunerl 0.1's APPO has them in another file: load it with "
+                "tunerl 0.1)"
+            )
+        for module_id, state in targets.items():
+            self.target_modules[module_id].set_state(state)
+
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeff = json_number(state, "kl_coeff", float, "learner state")
-        self.steps_since_target_update = json_number(
-            state, "steps_since_target_update", int, "learner state"
+        self.kl_coeffs = read_per_module(state, "kl_coeff", float, self.kl_coeffs)
+        self.steps_since_target_update = read_per_module(
+            state, "steps_since_target_update", int, self.steps_since_target_update
         )
+
+
+def read_per_module(state: dict[str, Any], name: str, kind: type, live: dict) -> dict:
+    """`{module_id: number}` of a learner state (a single number, as tunerl 0.1 wrote it, is
+    every module's)."""
+    saved = state.get(name)
+    if isinstance(saved, dict):
+        return {mid: json_number(saved, mid, kind, f"learner state: {name}") for mid in live}
+    value = json_number(state, name, kind, "learner state")
+    return {module_id: value for module_id in live}
 
 
 # ----------------------------------------------------------------------- training_step
 class APPO(IMPALA):
-    """IMPALA's training step (as in RLlib, APPO is an IMPALA) with APPO's learner; the
-    target network goes into checkpoints beside the learner's state."""
+    """IMPALA's training step (as in RLlib, APPO is an IMPALA) with APPO's learner."""
 
     config_class = APPOConfig
     learner_class = APPOLearner
-
-    def save_extra_files(self, directory: Path) -> None:
-        target = self.learner.target_module.get_state()
-        checkpoint_io.save_tensors(directory / LEARNER_DIR / TARGET_MODULE_FILE, target)
-
-    def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
-        name = (LEARNER_DIR / TARGET_MODULE_FILE).as_posix()
-        target = reader.tensors(name)
-        try:  # on a copy: a target that does not fit changes nothing
-            copy.deepcopy(self.learner.target_module).set_state(target)
-        except Exception as error:  # noqa: BLE001 - wrong keys or shapes
-            raise CheckpointError(
-                f"{reader.path(name)} does not fit this algorithm's target network "
-                f"({type(error).__name__})."
-            ) from None
-        return {"impala": super().load_extra_files(reader, extra_state), "target": target}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.learner.target_module.set_state(state["target"])
-        super().set_extra_state(state["impala"])

@@ -13,21 +13,12 @@ import torch
 from tunerl.algorithms.dqn.dqn_module import Q_VALUES, DQNModule
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import STATE_FILE, Algorithm
+from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
+from tunerl.core.checkpoint_layout import STATE_FILE
 from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
-from tunerl.core.learner import Learner, scheduled_value
-from tunerl.core.off_policy import (
-    N_STEP_HELP,
-    build_replay_state,
-    read_buffer,
-    replay_update,
-    restore_replay_state,
-    sample_into_buffer,
-    save_buffer,
-    updates_owed,
-)
-from tunerl.core.optim import clip_grad_norm_
+from tunerl.core.learner import Learner, LossOutput, scheduled_value
+from tunerl.core.off_policy import N_STEP_HELP, ReplayState
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
@@ -143,10 +134,8 @@ class DQNConfig(AlgorithmConfig):
 
 
 # ------------------------------------------------------------------------------- loss
-def dqn_loss(
-    module: DQNModule, batch: dict[str, torch.Tensor], config: DQNConfig
-) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
-    """TD loss on n-step targets; returns (loss, stats, per-sample TD errors)."""
+def dqn_loss(module: DQNModule, batch: dict[str, torch.Tensor], config: DQNConfig) -> LossOutput:
+    """TD loss on n-step targets, with the per-sample TD errors (the priorities)."""
     if config.double_q:
         # One pass of the online net over obs and next obs together: on nets this small
         # the per-call overhead, not the arithmetic, is what an update costs.
@@ -176,30 +165,14 @@ def dqn_loss(
         m.QF_MEAN: q_taken.detach().mean(),
         m.TD_ERROR_MEAN: td_errors.detach().abs().mean(),
     }
-    return loss, stats, td_errors.detach()
+    return LossOutput(loss, stats, td_errors.detach())
 
 
 class DQNLearner(Learner):
-    """One SGD step per replayed batch on `dqn_loss`."""
+    """One gradient step on `dqn_loss` per replayed batch (the base class's update)."""
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        loss, stats, self.last_td_errors = dqn_loss(self.module, batch, self.config)
-        return loss, stats
-
-    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
-        self.set_lr(num_env_steps_sampled_lifetime)
-        tensors = {
-            key: torch.as_tensor(value, device=self.device)
-            for key, value in batch.items()
-            if key != "batch_indexes"
-        }
-        loss, stats = self.compute_loss(tensors)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        grad_norm = clip_grad_norm_(self.optimizer, self.module.online_parameters(), clip)
-        self.optimizer.step()
-        return {**{k: float(v) for k, v in stats.items()}, m.GRAD_NORM: float(grad_norm)}
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        return dqn_loss(self.module[module_id], batch, self.config)
 
 
 # ----------------------------------------------------------------------- training_step
@@ -207,60 +180,70 @@ class DQN(Algorithm):
     config_class = DQNConfig
     learner_class = DQNLearner
 
-    def _module_spec(self) -> RLModuleSpec:
-        spec = super()._module_spec()
+    def default_module_spec(self) -> RLModuleSpec:
+        spec = super().default_module_spec()
         if self.config.rl_module_spec is None or spec.module_class is None:
             spec.module_class = DQNModule
         return spec
 
     def build_algorithm_state(self) -> None:
-        build_replay_state(self)
+        self.replay = ReplayState(self.config, self.learner.module.keys(), self.draw_seed)
         self._steps_since_target_update = 0
         self._set_epsilon()
 
     def _set_epsilon(self) -> float:
-        steps = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        steps = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         epsilon = scheduled_value(self.config.epsilon, steps)
-        self.learner.module.epsilon.fill_(epsilon)
+        for module in self.learner.module.values():
+            module.epsilon.fill_(epsilon)
         return epsilon
+
+    def _update_targets(self, tau: float) -> None:
+        for module in self.learner.module.values():
+            module.update_target(tau)
 
     def training_step(self) -> dict[str, Any]:
         config = self.config
-        # 1. sample, as n-step transitions into the buffer
-        batch = sample_into_buffer(self)
-        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-        stats: dict[str, float] = {}
+        # 1. sample, as n-step transitions into the buffers
+        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
+        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        self.replay.add(batch)
+        sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        results: dict[str, dict[str, Any]] = {}
         # 2. learn: training_intensity replayed transitions per sampled step
-        with self._timer(m.LEARN_TIMER):
-            num_updates = updates_owed(self, len(batch))
-            if num_updates:
-                beta0 = config.replay_buffer_config.get("beta", 0.4)
-                beta = beta0 + (1.0 - beta0) * min(1.0, sampled / config.beta_annealing_steps)
-                for _ in range(num_updates):
-                    stats = replay_update(self, sampled, beta=beta)
-                    if config.tau < 1.0:
-                        self.learner.module.update_target(config.tau)
+        with self.timer(m.LEARN_TIMER):
+            beta0 = config.replay_buffer_config.get("beta", 0.4)
+            beta = beta0 + (1.0 - beta0) * min(1.0, sampled / config.beta_annealing_steps)
+            for _ in range(self.replay.updates_owed(len(batch), sampled)):
+                replayed, slots = self.replay.sample(config.train_batch_size_per_learner, beta=beta)
+                results = self.learner.update(replayed, sampled)
+                self.replay.update_priorities(slots, results)
+                self.count_trained_steps(len(replayed))
+                if config.tau < 1.0:
+                    self._update_targets(config.tau)
             self._steps_since_target_update += len(batch)
             if config.tau >= 1.0 and (
                 self._steps_since_target_update >= config.target_network_update_freq
             ):
-                self.learner.module.update_target(1.0)
+                self._update_targets(1.0)
                 self._steps_since_target_update = 0
-            self.learner.module.update_observation_filter(batch[c.OBS])
-        stats[m.CURR_EPSILON] = self._set_epsilon()
+            self.learner.update_observation_filters(batch)
+        epsilon = self._set_epsilon()
+        for module_id in self.learner.module.keys():
+            results.setdefault(module_id, {})[m.CURR_EPSILON] = epsilon
         # 3. sync
-        self._sync_weights()
-        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
+        self.sync_weights()
+        return {m.LEARNER_RESULTS: results}
 
     # ----------------------------------------------------------------- checkpoints
     def get_extra_state(self) -> dict[str, Any]:
         return {
-            "update_credit": self._update_credit,
+            "update_credit": self.replay.update_credit,
             "steps_since_target_update": self._steps_since_target_update,
         }
 
     def save_extra_files(self, directory: Path) -> None:
-        save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
+        self.replay.save(directory)
 
     def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
         where = f"{STATE_FILE}: extra"
@@ -269,11 +252,11 @@ class DQN(Algorithm):
             "steps_since_target_update": json_number(
                 extra_state, "steps_since_target_update", int, where, 0
             ),
-            "replay_buffer": read_buffer(reader, self.config.replay_buffer_config),
+            "replay_buffers": self.replay.read(reader),
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._update_credit = state["update_credit"]
+        self.replay.update_credit = state["update_credit"]
         self._steps_since_target_update = state["steps_since_target_update"]
-        restore_replay_state(self, state["replay_buffer"])
+        self.replay.restore(state["replay_buffers"], self.draw_seed)
         self._set_epsilon()

@@ -21,8 +21,8 @@ from tunerl.core.rl_module import (
     SUPPORTED_ACTIONS,
     RLModule,
     UnsupportedSpaceError,
-    _head,
     flatten_observations,
+    linear_head,
     observation_size,
 )
 
@@ -37,8 +37,8 @@ class QNetwork(nn.Module):
         self.encoder = MLP([obs_dim, *hiddens], activation)
         last = hiddens[-1] if hiddens else obs_dim
         self.dueling = dueling
-        self.advantage = _head(last, num_actions, gain=1.0)
-        self.value = _head(last, 1, gain=1.0) if dueling else None
+        self.advantage = linear_head(last, num_actions, gain=1.0)
+        self.value = linear_head(last, 1, gain=1.0) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         features = self.encoder(obs)

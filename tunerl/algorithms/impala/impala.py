@@ -18,10 +18,11 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.async_sampling import AsyncSampler, request_timesteps
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
-from tunerl.core.learner import Learner
+from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
 from tunerl.core.learner_thread import LearnerThread
+from tunerl.core.losses import explained_variance
 from tunerl.core.rl_module import RLModule
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from tunerl.core.vtrace import add_vtrace
 
 # ----------------------------------------------------------------------------- config
@@ -90,16 +91,9 @@ class IMPALAConfig(AlgorithmConfig):
 
 
 # ------------------------------------------------------------------------------- loss
-def explained_variance(targets: torch.Tensor, values: torch.Tensor) -> float:
-    """1 - Var(targets - values) / Var(targets); 0 when the targets do not vary."""
-    with torch.no_grad():
-        target_var = targets.var()
-        return float(1 - (targets - values).var() / target_var) if target_var > 0 else 0.0
-
-
 def impala_loss(
     module: RLModule, batch: dict[str, torch.Tensor], config: IMPALAConfig
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> LossOutput:
     """V-trace policy gradient + value loss toward the V-trace targets - entropy bonus
     (Espeholt et al. 2018, section 4.2). The advantages already carry the clipped ratio."""
     out = module.forward_train(batch)
@@ -110,12 +104,13 @@ def impala_loss(
     vf_loss = 0.5 * (values - targets).pow(2).mean()
     entropy = dist.entropy().mean()
     loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
-    return loss, {
+    stats = {
         m.POLICY_LOSS: policy_loss.detach(),
         m.VF_LOSS: vf_loss.detach(),
         m.ENTROPY: entropy.detach(),
         m.VF_EXPLAINED_VAR: explained_variance(targets, values),
     }
+    return LossOutput(loss, stats)
 
 
 def policy_logp(module: RLModule, batch: SampleBatch) -> np.ndarray:
@@ -132,20 +127,23 @@ class IMPALALearner(Learner):
 
     LOSS_COLUMNS = (c.OBS, c.ACTIONS, c.ADVANTAGES, c.VALUE_TARGETS)
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        return impala_loss(self.module, batch, self.config)
-
-    def update(self, batch: SampleBatch, num_env_steps_sampled_lifetime: int = 0) -> dict:
-        config = self.config
+    def postprocess_batch(self, module_id: str, batch: SampleBatch) -> SampleBatch:
+        config, module = self.config, self.module[module_id]
         add_vtrace(
             batch,
-            self.module,
-            policy_logp(self.module, batch),
+            module,
+            policy_logp(module, batch),
             config.gamma,
             config.vtrace_clip_rho_threshold,
             config.vtrace_clip_pg_rho_threshold,
         )
-        return super().update(batch, num_env_steps_sampled_lifetime)
+        return batch
+
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        return impala_loss(self.module[module_id], batch, self.config)
+
+    def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
+        return minibatch_sgd(self, module_id, self.postprocess_batch(module_id, batch))
 
 
 # ----------------------------------------------------------------------- training_step
@@ -182,25 +180,27 @@ def stop_learner_thread(algo: Algorithm) -> None:
     algo.learner_thread = None
 
 
-def learn_on_batch(learner: Learner, batch: SampleBatch, num_env_steps_sampled: int) -> dict:
-    """One learner update, then the observation filter takes the batch's observations (so
+def learn_on_batch(
+    learner: Learner, batch: MultiAgentBatch, num_env_steps_sampled: int
+) -> dict[str, dict[str, Any]]:
+    """One learner update, then the observation filters take the batch's observations (so
     the batch was trained with the statistics it was sampled with)."""
-    stats = learner.update(batch, num_env_steps_sampled)
-    learner.module.update_observation_filter(batch[c.OBS])
-    return stats
+    results = learner.update(batch, num_env_steps_sampled)
+    learner.update_observation_filters(batch)
+    return results
 
 
 def take_learner_outputs(algo: Algorithm, max_unfinished: int) -> None:
     """Takes the learner thread's finished updates (waiting for the oldest while more than
     `max_unfinished` are queued or training): counts their rows as trained, broadcasts their
     weights to the runners and keeps their statistics for the next report."""
-    with algo._timer(m.LEARNER_WAIT_TIMER):
+    with algo.timer(m.LEARNER_WAIT_TIMER):
         outputs = algo.learner_thread.take(max_unfinished)
     for output in outputs:
         algo.count_trained_steps(output.num_rows)
-        algo._timers[m.LEARN_TIMER] += output.learn_s
+        algo.add_time(m.LEARN_TIMER, output.learn_s)
         algo.unreported_learner_stats.append(output.stats)
-        with algo._timer(m.SYNC_TIMER):
+        with algo.timer(m.SYNC_TIMER):
             algo.async_sampler.weights_updated(lambda weights=output.weights: weights)
 
 
@@ -211,22 +211,29 @@ def drain_learner(algo: Algorithm) -> None:
         take_learner_outputs(algo, max_unfinished=0)
 
 
-def mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean of each statistic over several updates' statistics."""
-    return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]} if stats else {}
+def mean_stats(results: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each module's mean of each statistic over several updates' `{module_id: stats}`."""
+    per_module: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        for module_id, stats in result.items():
+            per_module.setdefault(module_id, []).append(stats)
+    return {
+        module_id: {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}
+        for module_id, stats in per_module.items()
+    }
 
 
-def sample_async(algo: Algorithm) -> SampleBatch:
+def sample_async(algo: Algorithm) -> MultiAgentBatch:
     """At least `train_batch_size_per_learner` env steps of what the remote runners have
     ready (they go on sampling meanwhile)."""
     sampler = algo.async_sampler
     waited_before = sampler.wait_s
-    with algo._timer(m.SAMPLE_TIMER):
-        batches: list[SampleBatch] = []
+    with algo.timer(m.SAMPLE_TIMER):
+        batches: list[MultiAgentBatch] = []
         while sum(len(b) for b in batches) < algo.config.train_batch_size_per_learner:
             batches += sampler.collect(algo.config.sample_timeout_s)
-        batch = SampleBatch.concat_samples(batches)
-    algo._timers[m.SAMPLE_WAIT_TIMER] += sampler.wait_s - waited_before
+        batch = concat_samples(batches)
+    algo.add_time(m.SAMPLE_WAIT_TIMER, sampler.wait_s - waited_before)
     algo.callbacks.on_sample_end(algorithm=algo, samples=batch)
     return batch
 
@@ -242,26 +249,26 @@ def vtrace_training_step(algo: Algorithm) -> dict[str, Any]:
         batch = algo.sample_from_runners(config.train_batch_size_per_learner)
     else:
         batch = sample_async(algo)
-    sampled = algo._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+    sampled = algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     # 2. learn and 3. sync, in the background
     if thread is not None:
-        with algo._timer(m.LEARNER_WAIT_TIMER):
+        with algo.timer(m.LEARNER_WAIT_TIMER):
             thread.submit(batch, sampled)
         take_learner_outputs(algo, config.learner_queue_size)
-        stats = mean_stats(algo.unreported_learner_stats)
+        results = mean_stats(algo.unreported_learner_stats)
         algo.unreported_learner_stats = []
-        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats} if stats else {}}
+        return {m.LEARNER_RESULTS: results}
     # ... or here
-    with algo._timer(m.LEARN_TIMER):
-        stats = learn_on_batch(algo.learner, batch, sampled)
+    with algo.timer(m.LEARN_TIMER):
+        results = learn_on_batch(algo.learner, batch, sampled)
         algo.count_trained_steps(len(batch))
     if sampler is None:
-        algo._sync_weights()  # free: the local runner acts with the learner's module
+        algo.sync_weights()  # free: the local runner acts with the learner's module
     else:
         # Weights go out every broadcast_interval updates, without waiting for the runners.
-        with algo._timer(m.SYNC_TIMER):
+        with algo.timer(m.SYNC_TIMER):
             sampler.weights_updated(algo.learner.module.get_state)
-    return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
+    return {m.LEARNER_RESULTS: results}
 
 
 class IMPALA(Algorithm):

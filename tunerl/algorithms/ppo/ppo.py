@@ -13,9 +13,11 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import json_number
 from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
-from tunerl.core.learner import Learner
+from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
+from tunerl.core.losses import adapt_kl_coeff, clipped_surrogate, explained_variance
 from tunerl.core.postprocessing import add_gae
-from tunerl.core.rl_module import RLModule
+from tunerl.core.rl_module import MultiRLModule, RLModule
+from tunerl.core.sample_batch import SampleBatch
 
 # ----------------------------------------------------------------------------- config
 _PPO_DEFAULTS = {
@@ -103,7 +105,7 @@ class PPOConfig(AlgorithmConfig):
 # ------------------------------------------------------------------------------- loss
 def ppo_loss(
     module: RLModule, batch: dict[str, torch.Tensor], config: PPOConfig, kl_coeff: float
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> LossOutput:
     """Clipped surrogate + value loss - entropy bonus (+ adaptive KL penalty)."""
     out = module.forward_train(batch)
     dist_cls = module.get_action_dist_cls()
@@ -115,11 +117,7 @@ def ppo_loss(
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     log_ratio = curr_dist.logp(batch[c.ACTIONS]) - batch[c.ACTION_LOGP]
     ratio = torch.exp(log_ratio)
-    surrogate = torch.min(
-        ratio * advantages,
-        ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * advantages,
-    )
-    policy_loss = -surrogate.mean()
+    policy_loss = -clipped_surrogate(ratio, advantages, config.clip_param).mean()
 
     values, targets = out[c.VF_PREDS], batch[c.VALUE_TARGETS]
     vf_error = (values - targets).pow(2)
@@ -140,26 +138,26 @@ def ppo_loss(
         loss = loss + kl_coeff * mean_kl
 
     with torch.no_grad():
-        target_var = targets.var()
-        explained_var = 1 - (targets - values).var() / target_var if target_var > 0 else 0.0
         # KL(old || new) from the sampled actions with the low-variance, always >= 0
         # estimator (ratio - 1) - log ratio (http://joschu.net/blog/kl-approx.html), as
         # CleanRL and SB3 log it; clip_fraction is the share of rows the clip acted on.
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clip_fraction = ((ratio - 1).abs() > config.clip_param).float().mean()
-    return loss, {
+    stats = {
         m.POLICY_LOSS: policy_loss.detach(),
         m.VF_LOSS: vf_loss.detach(),
         m.ENTROPY: entropy.detach(),
         m.MEAN_KL_LOSS: mean_kl.detach(),
-        m.VF_EXPLAINED_VAR: explained_var,
+        m.VF_EXPLAINED_VAR: explained_variance(targets, values),
         m.APPROX_KL: approx_kl,
         m.CLIP_FRACTION: clip_fraction,
     }
+    return LossOutput(loss, stats)
 
 
 class PPOLearner(Learner):
-    """Minibatch SGD on `ppo_loss`, and the adaptive KL coefficient."""
+    """GAE advantages, minibatch SGD on `ppo_loss`, and each module's adaptive KL
+    coefficient."""
 
     LOSS_COLUMNS = (
         c.OBS,
@@ -171,46 +169,46 @@ class PPOLearner(Learner):
         c.VALUE_TARGETS,
     )
 
-    def __init__(self, config: PPOConfig, module: RLModule, seed: int):
+    def __init__(self, config: PPOConfig, module: MultiRLModule, seed: int):
         super().__init__(config, module, seed)
-        self.kl_coeff = float(config.kl_coeff)
+        self.kl_coeffs = {module_id: float(config.kl_coeff) for module_id in module.keys()}
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        return ppo_loss(self.module, batch, self.config, self.kl_coeff)
+    def postprocess_batch(self, module_id: str, batch: SampleBatch) -> SampleBatch:
+        # Advantages with the critic that produced vf_preds, before any SGD step.
+        return add_gae(batch, self.module[module_id], self.config.gamma, self.config.lambda_)
 
-    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
-        stats = super().update(batch, num_env_steps_sampled_lifetime)
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        return ppo_loss(self.module[module_id], batch, self.config, self.kl_coeffs[module_id])
+
+    def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
+        stats = minibatch_sgd(self, module_id, self.postprocess_batch(module_id, batch))
         if self.config.use_kl_loss:
-            # Schulman et al. 2017, section 4: grow the penalty when the policy moved too far.
-            if stats[m.MEAN_KL_LOSS] > 2.0 * self.config.kl_target:
-                self.kl_coeff *= 1.5
-            elif stats[m.MEAN_KL_LOSS] < 0.5 * self.config.kl_target:
-                self.kl_coeff *= 0.5
-        stats[m.CURR_KL_COEFF] = self.kl_coeff if self.config.use_kl_loss else 0.0
+            self.kl_coeffs[module_id] = adapt_kl_coeff(
+                self.kl_coeffs[module_id], stats[m.MEAN_KL_LOSS], self.config.kl_target
+            )
+        stats[m.CURR_KL_COEFF] = self.kl_coeffs[module_id] if self.config.use_kl_loss else 0.0
         return stats
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"kl_coeff": self.kl_coeff}
+        return {"kl_coeff": dict(self.kl_coeffs)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeff = json_number(state, "kl_coeff", float, "learner state")
+        self.kl_coeffs = read_kl_coeffs(state, self.kl_coeffs)
+
+
+def read_kl_coeffs(state: dict[str, Any], live: dict[str, float]) -> dict[str, float]:
+    """`kl_coeff` of a learner state: `{module_id: number}` (a single number, as tunerl 0.1
+    wrote it, is every module's)."""
+    saved = state.get("kl_coeff")
+    if isinstance(saved, dict):
+        return {mid: json_number(saved, mid, float, "learner state: kl_coeff") for mid in live}
+    value = json_number(state, "kl_coeff", float, "learner state")
+    return {module_id: value for module_id in live}
 
 
 # ----------------------------------------------------------------------- training_step
 class PPO(Algorithm):
+    """The base class's training step: sample, GAE and minibatch SGD in the learner, sync."""
+
     config_class = PPOConfig
     learner_class = PPOLearner
-
-    def training_step(self) -> dict[str, Any]:
-        config = self.config
-        # 1. sample
-        batch = self.sample_from_runners(config.train_batch_size_per_learner)
-        # 2. learn: advantages with the critic that produced vf_preds, then SGD
-        with self._timer(m.LEARN_TIMER):
-            batch = add_gae(batch, self.learner.module, config.gamma, config.lambda_)
-            stats = self.learner.update(batch, self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
-            self.count_trained_steps(len(batch))
-            self.learner.module.update_observation_filter(batch[c.OBS])
-        # 3. sync
-        self._sync_weights()
-        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}

@@ -15,28 +15,21 @@ import torch
 from tunerl.algorithms.sac.sac_module import SACModule
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.algorithm import STATE_FILE, Algorithm
+from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
+from tunerl.core.checkpoint_layout import STATE_FILE
 from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
 from tunerl.core.distributions import Categorical, TanhGaussian
-from tunerl.core.learner import Learner
-from tunerl.core.off_policy import (
-    N_STEP_HELP,
-    build_replay_state,
-    read_buffer,
-    replay_update,
-    restore_replay_state,
-    sample_into_buffer,
-    save_buffer,
-    updates_owed,
-)
-from tunerl.core.optim import Adam, clip_grad_norm_
+from tunerl.core.learner import Learner, LossOutput
+from tunerl.core.off_policy import N_STEP_HELP, ReplayState
+from tunerl.core.optim import Adam
 from tunerl.core.replay_buffers import (
     N_STEP_DISCOUNT,
     WEIGHTS,
     check_buffer_config,
 )
 from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.sample_batch import SampleBatch
 
 # ----------------------------------------------------------------------------- config
 _SAC_DEFAULTS = {
@@ -153,7 +146,7 @@ class SACConfig(AlgorithmConfig):
 # ----------------------------------------------------------------------------- losses
 def critic_loss(
     module: SACModule, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, dict]:
+) -> LossOutput:
     """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))
     (discrete actions: the expectation over a' ~ pi(.|s'), exactly)."""
     if module.discrete:
@@ -170,7 +163,7 @@ def critic_loss(
     return _twin_td_loss(q, targets, batch.get(WEIGHTS))
 
 
-def _discrete_critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> tuple:
+def _discrete_critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> LossOutput:
     alpha = module.log_alpha.exp().detach()
     with torch.no_grad():
         next_logp = Categorical(
@@ -191,16 +184,14 @@ def _soft_targets(batch: dict[str, torch.Tensor], soft_value: torch.Tensor) -> t
 
 def _twin_td_loss(
     q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
-) -> tuple[torch.Tensor, dict]:
-    """Half the (importance-weighted) mean of both critics' squared TD errors."""
+) -> LossOutput:
+    """Half the (importance-weighted) mean of both critics' squared TD errors; the first
+    critic's TD errors are the priorities."""
     td_errors = q - targets
     squared = td_errors.pow(2).sum(dim=0)
     loss = 0.5 * (squared if weights is None else weights * squared).mean()
-    return loss, {
-        m.QF_LOSS: loss.detach(),
-        m.QF_MEAN: q[0].detach().mean(),
-        "td_errors": td_errors[0].detach(),
-    }
+    stats = {m.QF_LOSS: loss.detach(), m.QF_MEAN: q[0].detach().mean()}
+    return LossOutput(loss, stats, td_errors[0].detach())
 
 
 def actor_and_alpha_losses(
@@ -239,28 +230,6 @@ def actor_and_alpha_losses(
     )
 
 
-class SACOptimizers:
-    """Actor, critic and alpha optimizers, saved and loaded as one."""
-
-    def __init__(self, module: SACModule, config: SACConfig):
-        self.actor = Adam(module.actor_parameters(), lr=config.actor_lr)
-        self.critic = Adam(module.critic_parameters(), lr=config.critic_lr)
-        self.alpha = Adam([module.log_alpha], lr=config.alpha_lr)
-        self.param_groups: list[dict] = []  # the learning rates are the config's own
-
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in ("actor", "critic", "alpha")}
-
-    def load_state_dict(self, state: dict) -> None:
-        critic = upgrade_critic_moments(state["critic"], len(self.critic.params))
-        for name, part in (
-            ("actor", state["actor"]),
-            ("critic", critic),
-            ("alpha", state["alpha"]),
-        ):
-            getattr(self, name).load_state_dict(part)
-
-
 def upgrade_critic_moments(state: dict, num_params: int) -> dict:
     """The critic optimizer's state of a checkpoint with separate critics (tunerl 0.1.0:
     weight, bias per layer of Q1, then of Q2) in the stacked critics' order (every layer's
@@ -278,51 +247,52 @@ def upgrade_critic_moments(state: dict, num_params: int) -> dict:
 
 
 class SACLearner(Learner):
-    """One critic, actor and alpha step per replayed batch, then the target update."""
+    """Three named optimizers per module (actor, critic, alpha, each at its own lr); one
+    critic step, then one actor and alpha step per replayed batch, then the target update
+    (the order of SB3's `SAC.train` and CleanRL's: the actor sees the updated critics)."""
 
-    def build_optimizer(self) -> SACOptimizers:
-        return SACOptimizers(self.module, self.config)
+    def configure_optimizers_for_module(self, module_id: str) -> None:
+        module, config = self.module[module_id], self.config
+        self.register_optimizer(
+            module_id, "actor", Adam(module.actor_parameters(), config.actor_lr)
+        )
+        self.register_optimizer(
+            module_id, "critic", Adam(module.critic_parameters(), config.critic_lr)
+        )
+        self.register_optimizer(module_id, "alpha", Adam([module.log_alpha], config.alpha_lr))
 
-    def _clip(self, optimizer: Adam, parameters: list[torch.nn.Parameter]) -> None:
-        if self.config.grad_clip is not None:
-            clip_grad_norm_(optimizer, parameters, self.config.grad_clip)
-
-    def target_entropy(self) -> float:
+    def target_entropy(self, module_id: str) -> float:
         if self.config.target_entropy != "auto":
             return float(self.config.target_entropy)
-        space = self.module.action_space
+        space = self.module[module_id].action_space
         if isinstance(space, gym.spaces.Discrete):
             return DISCRETE_TARGET_ENTROPY_SCALE * math.log(space.n)
         # Haarnoja et al. 2018: -dim(A), over every dimension of a Box of any shape.
         return -float(math.prod(space.shape))
 
-    def update(self, batch, num_env_steps_sampled_lifetime: int = 0) -> dict:
-        opt = self.optimizer
-        tensors = {
-            key: torch.as_tensor(value, device=self.device)
-            for key, value in batch.items()
-            if key != "batch_indexes"
-        }
+    def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
+        module, tensors = self.module[module_id], self.to_tensors(batch)
         # Noise from the learner's own checkpointed stream, not torch's global one.
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(self.rng.integers(2**62)))
-        loss, critic_stats = critic_loss(self.module, tensors, generator)
-        opt.critic.zero_grad()
-        loss.backward()
-        self._clip(opt.critic, self.module.critic_parameters())
-        opt.critic.step()
-        self.last_td_errors = critic_stats.pop("td_errors")
+        critic = critic_loss(module, tensors, generator)
+        self.apply_gradients(module_id, critic.loss, ["critic"])
         actor_loss, alpha_loss, actor_stats = actor_and_alpha_losses(
-            self.module, tensors, self.target_entropy(), generator
+            module, tensors, self.target_entropy(module_id), generator
         )
-        opt.actor.zero_grad()
-        opt.alpha.zero_grad()
-        (actor_loss + alpha_loss).backward()  # disjoint parameters: one backward serves both
-        self._clip(opt.actor, self.module.actor_parameters())
-        opt.actor.step()
-        opt.alpha.step()
-        self.module.update_targets(self.config.tau)
-        return {key: float(value) for key, value in {**critic_stats, **actor_stats}.items()}
+        # Disjoint parameters: one backward serves both.
+        self.apply_gradients(module_id, actor_loss + alpha_loss, ["actor", "alpha"])
+        module.update_targets(self.config.tau)
+        stats = {key: float(value) for key, value in {**critic.stats, **actor_stats}.items()}
+        stats[m.TD_ERRORS] = critic.td_errors.cpu().numpy()
+        return stats
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        # The critic moments of a checkpoint with separate critics, in the stacked order.
+        for module_id, optimizers in state["optimizers"].items():
+            critic = self.get_optimizer(module_id, "critic")
+            optimizers["critic"] = upgrade_critic_moments(optimizers["critic"], len(critic.params))
+        super().set_state(state)
 
 
 # ----------------------------------------------------------------------- training_step
@@ -330,46 +300,50 @@ class SAC(Algorithm):
     config_class = SACConfig
     learner_class = SACLearner
 
-    def _module_spec(self) -> RLModuleSpec:
-        spec = super()._module_spec()
+    def default_module_spec(self) -> RLModuleSpec:
+        spec = super().default_module_spec()
         if spec.module_class is None:
             spec.module_class = SACModule
         spec.model_config = {"initial_alpha": self.config.initial_alpha, **spec.model_config}
         return spec
 
     def build_algorithm_state(self) -> None:
-        build_replay_state(self)
+        self.replay = ReplayState(self.config, self.learner.module.keys(), self.draw_seed)
 
     def training_step(self) -> dict[str, Any]:
-        # 1. sample into the buffer
-        batch = sample_into_buffer(self)
-        sampled = self._counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-        stats: dict[str, float] = {}
-        # 2. learn
-        with self._timer(m.LEARN_TIMER):
-            num_updates = updates_owed(self, len(batch))
-            if num_updates:
-                for _ in range(num_updates):
-                    stats = replay_update(self, sampled)
-            self.learner.module.update_observation_filter(batch[c.OBS])
+        config = self.config
+        # 1. sample, as n-step transitions into the buffers
+        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
+        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        self.replay.add(batch)
+        sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        results: dict[str, dict[str, Any]] = {}
+        # 2. learn: training_intensity replayed transitions per sampled step
+        with self.timer(m.LEARN_TIMER):
+            for _ in range(self.replay.updates_owed(len(batch), sampled)):
+                replayed, slots = self.replay.sample(config.train_batch_size_per_learner)
+                results = self.learner.update(replayed, sampled)
+                self.replay.update_priorities(slots, results)
+                self.count_trained_steps(len(replayed))
+            self.learner.update_observation_filters(batch)
         # 3. sync
-        self._sync_weights()
-        return {m.LEARNER_RESULTS: {c.DEFAULT_MODULE_ID: stats}}
+        self.sync_weights()
+        return {m.LEARNER_RESULTS: results}
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"update_credit": self._update_credit}
+        return {"update_credit": self.replay.update_credit}
 
     def save_extra_files(self, directory: Path) -> None:
-        save_buffer(self.replay_buffer, directory, self.config.store_buffer_in_checkpoints)
+        self.replay.save(directory)
 
     def load_extra_files(self, reader: CheckpointReader, extra_state: dict[str, Any]) -> dict:
         return {
             "update_credit": json_number(
                 extra_state, "update_credit", float, f"{STATE_FILE}: extra", 0.0
             ),
-            "replay_buffer": read_buffer(reader, self.config.replay_buffer_config),
+            "replay_buffers": self.replay.read(reader),
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._update_credit = state["update_credit"]
-        restore_replay_state(self, state["replay_buffer"])
+        self.replay.update_credit = state["update_credit"]
+        self.replay.restore(state["replay_buffers"], self.draw_seed)

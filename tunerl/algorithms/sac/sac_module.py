@@ -20,8 +20,8 @@ from tunerl.core.rl_module import (
     SUPPORTED_ACTIONS,
     RLModule,
     UnsupportedSpaceError,
-    _head,
     flatten_observations,
+    linear_head,
     observation_size,
 )
 
@@ -43,7 +43,10 @@ class TwinQ(nn.Module):
         self.activation = ACTIVATIONS[activation]
         self.num_outputs = num_outputs
         critics = [
-            [*MLP([in_dim, *hiddens], activation).layers, _head(hiddens[-1], num_outputs, 1.0)]
+            [
+                *MLP([in_dim, *hiddens], activation).layers,
+                linear_head(hiddens[-1], num_outputs, 1.0),
+            ]
             for _ in range(2)
         ]
         self.weights = nn.ParameterList(
@@ -126,11 +129,11 @@ class SACModule(RLModule):
         if self.discrete:
             # Christodoulou 2019: logits, and critics that rate every action of a state.
             num_actions = int(self.action_space.n)
-            self.actor_head = _head(hiddens[-1], num_actions, gain=0.01)
+            self.actor_head = linear_head(hiddens[-1], num_actions, gain=0.01)
             self.twin_q = TwinQ(obs_dim, hiddens, activation, num_outputs=num_actions)
         else:
             action_dim = int(np.prod(self.action_space.shape))
-            self.actor_head = _head(hiddens[-1], 2 * action_dim, gain=0.01)
+            self.actor_head = linear_head(hiddens[-1], 2 * action_dim, gain=0.01)
             self.twin_q = TwinQ(obs_dim + action_dim, hiddens, activation)
         self.target_twin_q = copy.deepcopy(self.twin_q).requires_grad_(False)
         initial_alpha = float(self.model_config.get("initial_alpha", 1.0))

@@ -239,6 +239,14 @@ class RLModule(nn.Module):
         return module
 
 
+def default_module_class() -> type[RLModule]:
+    """`DefaultRLModule`, what a spec without a `module_class` builds (imported here, as it
+    subclasses RLModule)."""
+    from tunerl.core.rl_module.default_rl_module import DefaultRLModule
+
+    return DefaultRLModule
+
+
 @dataclasses.dataclass
 class RLModuleSpec:
     """How to build a module: its class, spaces and `model_config`. Spaces left as None are
@@ -251,7 +259,7 @@ class RLModuleSpec:
     observation_filter: str = "NoFilter"
 
     def build(self) -> RLModule:
-        module_class = self.module_class or DefaultRLModule
+        module_class = self.module_class or default_module_class()
         return module_class(
             self.observation_space,
             self.action_space,
@@ -261,7 +269,7 @@ class RLModuleSpec:
 
     def to_json(self) -> dict:
         return {
-            "module_class": checkpoint_io.class_path(self.module_class or DefaultRLModule),
+            "module_class": checkpoint_io.class_path(self.module_class or default_module_class()),
             "observation_space": spaces_json.space_to_json(self.observation_space),
             "action_space": spaces_json.space_to_json(self.action_space),
             "model_config": self.model_config,
@@ -317,35 +325,6 @@ _SPEC_FIELDS = (
     "model_config",
     "observation_filter",
 )
-
-
-class MLP(nn.Module):
-    """Linear layers, each followed by the activation; called functionally, which costs less
-    per call than a stack of nn.Module activations."""
-
-    def __init__(self, sizes: list[int], activation: str):
-        super().__init__()
-        self.activation = ACTIVATIONS[activation]
-        self.layers = nn.ModuleList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            linear = nn.Linear(fan_in, fan_out)
-            nn.init.orthogonal_(linear.weight, gain=np.sqrt(2))
-            nn.init.zeros_(linear.bias)
-            self.layers.append(linear)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = self.activation(nn.functional.linear(x, layer.weight, layer.bias))
-        return x
-
-
-def _head(fan_in: int, fan_out: int, gain: float) -> nn.Linear:
-    # Small policy-head weights keep the first policy close to uniform (Andrychowicz et al.
-    # 2021, "What Matters in On-Policy RL", decision C57).
-    linear = nn.Linear(fan_in, fan_out)
-    nn.init.orthogonal_(linear.weight, gain=gain)
-    nn.init.zeros_(linear.bias)
-    return linear
 
 
 # ------------------------------------------------------------------------------ spaces
@@ -428,50 +407,3 @@ def action_distribution(
         f"{module} cannot act in {space}; it acts in {SUPPORTED_ACTIONS}. Wrap the env "
         f"(gymnasium.wrappers.TransformAction) or pass your own module: {_CUSTOM_MODULE}."
     )
-
-
-class DefaultRLModule(RLModule):
-    """MLP policy and value networks from `model_config`: `fcnet_hiddens`,
-    `fcnet_activation`, `vf_share_layers`, `free_log_std` (Box actions: a log-std per action
-    dimension that does not depend on the observation). Reads and acts in the spaces
-    `SUPPORTED_OBSERVATIONS` and `SUPPORTED_ACTIONS` name."""
-
-    def setup(self) -> None:
-        obs_space, action_space = self.observation_space, self.action_space
-        reader = "The default RLModule (PPO's, IMPALA's and APPO's)"
-        obs_dim = observation_size(obs_space, reader)
-        _, self.num_outputs = action_distribution(action_space, reader)
-        self.obs_dim = obs_dim
-        config = self.model_config
-        activation_name = config["fcnet_activation"]
-        if activation_name not in ACTIVATIONS:
-            raise ValueError(
-                f"model_config['fcnet_activation'] = {activation_name!r} is not one of "
-                f"{sorted(ACTIVATIONS)}."
-            )
-        hiddens = list(config["fcnet_hiddens"])
-        sizes = [obs_dim, *hiddens]
-        last = sizes[-1]
-        self.free_log_std = bool(config["free_log_std"]) and isinstance(
-            action_space, gym.spaces.Box
-        )
-        pi_outputs = self.num_outputs // 2 if self.free_log_std else self.num_outputs
-        self.pi_encoder = MLP(sizes, activation_name)
-        self.pi_head = _head(last, pi_outputs, gain=0.01)
-        if self.free_log_std:
-            self.log_std = nn.Parameter(torch.zeros(pi_outputs))
-        self.vf_share_layers = bool(config["vf_share_layers"])
-        self.vf_encoder = None if self.vf_share_layers else MLP(sizes, activation_name)
-        self.vf_head = _head(last, 1, gain=1.0)
-
-    def _forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        obs = flatten_observations(self.observation_space, batch[columns.OBS])
-        features = self.pi_encoder(obs)
-        dist_inputs = self.pi_head(features)
-        if self.free_log_std:
-            dist_inputs = torch.cat([dist_inputs, self.log_std.expand_as(dist_inputs)], dim=-1)
-        vf_features = features if self.vf_encoder is None else self.vf_encoder(obs)
-        return {
-            columns.ACTION_DIST_INPUTS: dist_inputs,
-            columns.VF_PREDS: self.vf_head(vf_features).squeeze(-1),
-        }
