@@ -244,11 +244,11 @@ def test_evaluation_config_overrides_apply_to_evaluation_runners(tiny_config, bu
     algo = build(
         tiny_config().evaluation(evaluation_interval=1, evaluation_config={"explore": False})
     )
-    batch = algo.eval_env_runner_group.sample(num_episodes=2)
+    batch = algo.eval_env_runner_group.sample(num_episodes=2)[c.DEFAULT_MODULE_ID]
     assert len(batch) > 0
     # explore=False: every action is the most likely one.
     np.testing.assert_array_equal(batch[c.ACTIONS], batch[c.ACTION_DIST_INPUTS].argmax(-1))
-    training = algo.env_runner_group.sample(num_timesteps=200)
+    training = algo.env_runner_group.sample(num_timesteps=200)[c.DEFAULT_MODULE_ID]
     assert (training[c.ACTIONS] != training[c.ACTION_DIST_INPUTS].argmax(-1)).any()
 
 

@@ -73,7 +73,7 @@ def all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def runner_module(algo: DQN) -> DQNModule:
-    return algo.env_runner_group.local_env_runner.module
+    return algo.env_runner_group.local_env_runner.policy
 
 
 # ------------------------------------------------------------------------ training

@@ -475,7 +475,7 @@ def test_discrete_sac_trains_on_cartpole_within_the_action_space(build):
     assert set(np.unique(stored)) <= {0, 1} and len(np.unique(stored)) == 2
     stats = result["learners"]["default_policy"]
     assert all(math.isfinite(value) for value in stats.values())
-    assert algo.learner.target_entropy() == pytest.approx(0.5 * math.log(2))
+    assert algo.learner.target_entropy(c.DEFAULT_MODULE_ID) == pytest.approx(0.5 * math.log(2))
 
 
 # --------------------------------------------------------------------- checkpoints

@@ -63,27 +63,6 @@ from tunerl.env.registry import make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
 
-# Fields whose change needs new env runners (all else is picked up by the learner at once).
-_RUNNER_FIELDS = (
-    "env",
-    "env_config",
-    "normalize_actions",
-    "clip_actions",
-    "disable_env_checking",
-    "num_env_runners",
-    "num_envs_per_env_runner",
-    "num_cpus_per_env_runner",
-    "num_gpus_per_env_runner",
-    "observation_filter",
-    "model_config",
-    "rl_module_spec",
-    "evaluation_interval",
-    "evaluation_num_env_runners",
-    "evaluation_config",
-    "restart_failed_sub_environments",
-)
-
-
 class Algorithm(tune.Trainable):
     """Base of all algorithms. Build one with `config.build_algo()`, or let Tune build it
     from a config dict: `tune.Tuner(PPO, param_space=PPOConfig()...)`."""
@@ -281,7 +260,7 @@ class Algorithm(tune.Trainable):
         self.config = self._built_config = new
         self.callbacks = (new.callbacks_class or Callbacks)()
         torch.set_num_threads(max(1, int(new.num_cpus_for_main_process)))
-        if any(getattr(new, name) != getattr(old, name) for name in _RUNNER_FIELDS):
+        if new.needs_new_runners(old):
             self.cleanup()
             self._env_creator = resolve_env_creator(new.env)
             self._build()
@@ -409,7 +388,7 @@ class Algorithm(tune.Trainable):
         return (
             time.perf_counter() - start >= (config.min_time_s_per_iteration or 0)
             and sampled >= config.min_sample_timesteps_per_iteration
-            and trained >= getattr(config, "min_train_timesteps_per_iteration", 0)
+            and trained >= config.min_train_timesteps_per_iteration
         )
 
     def _fault_tolerance_results(self) -> dict[str, int]:

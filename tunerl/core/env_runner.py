@@ -238,7 +238,7 @@ class EnvRunner:
             batch = self._sample_episodes(num_episodes, explore)
         else:
             if num_timesteps is None:
-                num_timesteps = self.config.get_rollout_fragment_length() * self.num_envs
+                num_timesteps = self.config.env_steps_per_sample()
             batch = self._sample_timesteps(num_timesteps, explore)
         return MultiAgentBatch({self.module_id: batch}, len(batch))
 

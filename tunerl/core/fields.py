@@ -110,6 +110,12 @@ def fields_of(group: type) -> dict[str, Field]:
     return found
 
 
+def own_fields(namespace: dict[str, Any]) -> dict[str, Field]:
+    """The Fields a class body declared so far: `own_fields(locals())` inside an algorithm's
+    config class, for its FIELDS beside the groups it composes."""
+    return {name: value for name, value in namespace.items() if isinstance(value, Field)}
+
+
 def with_defaults(fields: dict[str, Field], defaults: dict[str, Any]) -> dict[str, Field]:
     """`fields` with some defaults replaced: how an algorithm's config sets its own. A
     default for a field `fields` does not hold raises (a misspelled or missing field)."""
@@ -343,6 +349,10 @@ class BaseFields:
         *NUMBER, low=0, nullable=True)
     min_sample_timesteps_per_iteration: int = field("reporting", 0,
         "Repeat sample-learn steps until this many env steps were sampled.", int, low=0)
+    min_train_timesteps_per_iteration: int = field("reporting", 0,
+        "Repeat sample-learn steps until this many env steps (rows) were trained on: how an "
+        "iteration is defined for an algorithm that learns from data, not from sampling.",
+        int, low=0)
 
 
 class LRFields:

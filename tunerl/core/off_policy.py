@@ -30,10 +30,6 @@ from tunerl.core.replay_buffers import (
 )
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 
-N_STEP_HELP = (
-    "Steps summed in each return before bootstrapping (fewer at an episode's end). A step "
-    "goes into the replay buffer once its next n_step - 1 steps are sampled."
-)
 REPLAY_BUFFER_DIR = "replay_buffer"
 # tunerl 0.1 wrote the one module's buffer as this file.
 LEGACY_REPLAY_BUFFER_FILE = "replay_buffer.npz"
@@ -118,6 +114,7 @@ class ReplayState:
     def save(self, directory: Path) -> None:
         """Writes every module's buffer into the checkpoint, if `store_buffer_in_checkpoints`."""
         if self.config.store_buffer_in_checkpoints:
+            (directory / REPLAY_BUFFER_DIR).mkdir(parents=True, exist_ok=True)
             for module_id, buffer in self.buffers.items():
                 buffer.save(directory / buffer_file(module_id))
 

@@ -31,7 +31,5 @@ def synchronous_parallel_sample(
             f"Give max_env_steps ({max_env_steps}) or max_episodes ({max_episodes}), not both."
         )
     if max_env_steps is None and max_episodes is None:
-        config = group.config
-        per_runner = config.get_rollout_fragment_length() * config.num_envs_per_env_runner
-        max_env_steps = per_runner * max(1, group.num_remote_env_runners)
+        max_env_steps = group.config.env_steps_per_round(group.num_remote_env_runners)
     return group.sample(num_timesteps=max_env_steps, num_episodes=max_episodes, explore=explore)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -16,14 +16,23 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
 from tunerl.core.checkpoint_layout import STATE_FILE
-from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
-from tunerl.core.learner import Learner, LossOutput, scheduled_value
-from tunerl.core.off_policy import N_STEP_HELP, ReplayState
-from tunerl.core.replay_buffers import (
-    N_STEP_DISCOUNT,
-    WEIGHTS,
-    check_buffer_config,
+from tunerl.core.config import AlgorithmConfig
+from tunerl.core.fields import (
+    LR_FIELDS,
+    REPLAY_FIELDS,
+    TARGET_NETWORK_FIELDS,
+    Field,
+    LRFields,
+    ReplayFields,
+    TargetNetworkFields,
+    check_schedule,
+    field,
+    own_fields,
+    with_defaults,
 )
+from tunerl.core.learner import Learner, LossOutput, scheduled_value
+from tunerl.core.off_policy import ReplayState
+from tunerl.core.replay_buffers import N_STEP_DISCOUNT, WEIGHTS
 from tunerl.core.rl_module import RLModuleSpec
 
 # ----------------------------------------------------------------------------- config
@@ -41,96 +50,41 @@ _DQN_DEFAULTS = {
     "num_envs_per_env_runner": 4,
     "rollout_fragment_length": 4,
     "train_batch_size_per_learner": 128,
-    "minibatch_size": 128,
     "grad_clip": 10.0,
     "min_sample_timesteps_per_iteration": 1000,
     "model_config": {"fcnet_hiddens": [64, 64], "fcnet_activation": "relu", "dueling": True},
 }
 
 
-class DQNConfig(AlgorithmConfig):
-    """DQN's settings: AlgorithmConfig's plus the training fields below."""
+class DQNConfig(AlgorithmConfig, LRFields, ReplayFields, TargetNetworkFields):
+    """DQN's settings: AlgorithmConfig's, the learning rate, the replay buffer's and the
+    target network's (`tunerl.core.fields`), and the fields below."""
 
-    FIELDS: dict[str, Field] = {
-        **with_defaults(AlgorithmConfig.FIELDS, _DQN_DEFAULTS),
-        "replay_buffer_config": _f(
-            "training",
-            # 100k: a CartPole-v1 run's whole budget. With 50k, seed 0 (20-episode mean of
-            # 445 at 69k env steps) fell to 36 once the buffer held only recent, mostly good
-            # episodes; with 100k it reached 450 at 67k and seeds 0-9 all did
-            # (benchmarks/results_seeds.json).
-            {"type": "ReplayBuffer", "capacity": 100_000},
-            "Replay buffer: type ReplayBuffer or PrioritizedReplayBuffer, capacity in "
-            "transitions, alpha and beta (prioritized).",
-            check=check_buffer_config,
+    # fmt: off
+    beta_annealing_steps: int = field("training", 100_000,
+        "Env steps over which prioritized replay's beta rises linearly to 1.", int, low=1)
+    double_q: bool = field("training", True,
+        "Pick the next action with the online net and rate it with the target net.", bool)
+    epsilon: float | list[list[float]] = field("training", [[0, 1.0], [3_000, 0.01]],
+        "Exploration: a constant or [[env_step, epsilon], ...] interpolated linearly.",
+        check=lambda v: check_schedule(v) if isinstance(v, list | tuple) else (
+            None if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            else "must be a number in [0, 1] or a schedule")
+        )
+    td_error_loss_fn: Literal["huber", "mse"] = field("training", "huber",
+        "Loss on the TD error.", choices=("huber", "mse"))
+    # fmt: on
+
+    FIELDS: ClassVar[dict[str, Field]] = {
+        **with_defaults(
+            {**AlgorithmConfig.FIELDS, **LR_FIELDS, **REPLAY_FIELDS, **TARGET_NETWORK_FIELDS},
+            _DQN_DEFAULTS,
         ),
-        "beta_annealing_steps": _f(
-            "training",
-            100_000,
-            "Env steps over which prioritized replay's beta rises linearly to 1.",
-            int,
-            low=1,
-        ),
-        "num_steps_sampled_before_learning_starts": _f(
-            "training", 1000, "Env steps collected before the first update.", int, low=0
-        ),
-        "training_intensity": _f(
-            "training",
-            64.0,
-            "Replayed transitions per sampled env step.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-        ),
-        "target_network_update_freq": _f(
-            "training", 500, "Env steps between hard target updates (with tau = 1).", int, low=1
-        ),
-        "tau": _f(
-            "training",
-            0.005,
-            "Target update: 1 copies every target_network_update_freq "
-            "steps; < 1 moves the target by tau after every update.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-            high=1,
-        ),
-        "double_q": _f(
-            "training",
-            True,
-            "Pick the next action with the online net and rate it with the target net.",
-            bool,
-        ),
-        "n_step": _f("training", 3, N_STEP_HELP, int, low=1),
-        "epsilon": _f(
-            "training",
-            [[0, 1.0], [3_000, 0.01]],
-            "Exploration: a constant or [[env_step, epsilon], ...] interpolated linearly.",
-            check=lambda v: (
-                None if isinstance(v, int | float | list) else "must be a number or a schedule"
-            ),
-        ),
-        "td_error_loss_fn": _f(
-            "training", "huber", "Loss on the TD error.", choices=("huber", "mse")
-        ),
-        "store_buffer_in_checkpoints": _f(
-            "training",
-            False,
-            "Write the replay buffer into checkpoints, so a restored run continues with it.",
-            bool,
-        ),
+        **own_fields(locals()),
     }
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
         super().__init__(algo_class=algo_class or DQN)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.rl_module_spec is None and self.rollout_fragment_length == "auto":
-            raise ConfigError(
-                "DQN needs an integer rollout_fragment_length (steps per sub-env "
-                "between updates), not 'auto'."
-            )
 
 
 # ------------------------------------------------------------------------------- loss
@@ -205,8 +159,7 @@ class DQN(Algorithm):
     def training_step(self) -> dict[str, Any]:
         config = self.config
         # 1. sample, as n-step transitions into the buffers
-        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
-        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        batch = self.sample_from_runners(config.env_steps_per_round())
         self.replay.add(batch)
         sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         results: dict[str, dict[str, Any]] = {}

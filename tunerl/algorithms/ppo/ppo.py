@@ -4,7 +4,7 @@ config -> loss -> learner -> training_step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -12,7 +12,20 @@ from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import json_number
-from tunerl.core.config import NUMBER, AlgorithmConfig, Field, _f, with_defaults
+from tunerl.core.config import AlgorithmConfig
+from tunerl.core.fields import (
+    CLIPPED_SURROGATE_FIELDS,
+    NUMBER,
+    POLICY_GRADIENT_FIELDS,
+    SGD_FIELDS,
+    ClippedSurrogateFields,
+    Field,
+    PolicyGradientFields,
+    SGDFields,
+    field,
+    own_fields,
+    with_defaults,
+)
 from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
 from tunerl.core.losses import adapt_kl_coeff, clipped_surrogate, explained_variance
 from tunerl.core.postprocessing import add_gae
@@ -35,67 +48,34 @@ _PPO_DEFAULTS = {
 }
 
 
-class PPOConfig(AlgorithmConfig):
-    """PPO's settings: AlgorithmConfig's plus the training fields below."""
+class PPOConfig(AlgorithmConfig, SGDFields, PolicyGradientFields, ClippedSurrogateFields):
+    """PPO's settings: AlgorithmConfig's, minibatch SGD's, the actor-critic loss weights, the
+    clipped surrogate's (`tunerl.core.fields`), and the fields below."""
 
-    FIELDS: dict[str, Field] = {
-        **with_defaults(AlgorithmConfig.FIELDS, _PPO_DEFAULTS),
-        "lambda_": _f(
-            "training",
-            0.9,
-            "GAE lambda: 0 is one-step TD, 1 is Monte Carlo.",
-            *NUMBER,
-            low=0,
-            high=1,
+    # fmt: off
+    lambda_: float = field("training", 0.9,
+        "GAE lambda: 0 is one-step TD, 1 is Monte Carlo.", *NUMBER, low=0, high=1)
+    vf_loss_clip: float | None = field("training", None,
+        "Cap on each sample's squared value error (RLlib's vf_clip_param).",
+        *NUMBER, low=0, low_exclusive=True, nullable=True)
+    vf_value_change_clip: float | None = field("training", None,
+        "Clip the change of the value prediction from the sampled one to +-this (PPO2, SB3's "
+        "clip_range_vf).", *NUMBER, low=0, low_exclusive=True, nullable=True)
+    normalize_advantages: bool = field("training", True,
+        "Normalize advantages per minibatch to mean 0, std 1.", bool)
+    # fmt: on
+
+    FIELDS: ClassVar[dict[str, Field]] = {
+        **with_defaults(
+            {
+                **AlgorithmConfig.FIELDS,
+                **SGD_FIELDS,
+                **POLICY_GRADIENT_FIELDS,
+                **CLIPPED_SURROGATE_FIELDS,
+            },
+            _PPO_DEFAULTS,
         ),
-        "clip_param": _f(
-            "training",
-            0.2,
-            "Clip of the probability ratio in the surrogate objective.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-        ),
-        "vf_loss_coeff": _f("training", 0.5, "Weight of the value loss.", *NUMBER, low=0),
-        "entropy_coeff": _f("training", 0.0, "Weight of the entropy bonus.", *NUMBER, low=0),
-        "use_kl_loss": _f("training", False, "Add an adaptive KL penalty to the loss.", bool),
-        "kl_coeff": _f(
-            "training",
-            0.2,
-            "Initial KL penalty weight (adapted towards kl_target).",
-            *NUMBER,
-            low=0,
-        ),
-        "kl_target": _f(
-            "training",
-            0.01,
-            "KL the adaptive penalty aims for.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-        ),
-        "vf_loss_clip": _f(
-            "training",
-            None,
-            "Cap on each sample's squared value error (RLlib's vf_clip_param).",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-            nullable=True,
-        ),
-        "vf_value_change_clip": _f(
-            "training",
-            None,
-            "Clip the change of the value prediction "
-            "from the sampled one to +-this (PPO2, SB3's clip_range_vf).",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-            nullable=True,
-        ),
-        "normalize_advantages": _f(
-            "training", True, "Normalize advantages per minibatch to mean 0, std 1.", bool
-        ),
+        **own_fields(locals()),
     }
 
     def __init__(self, algo_class: type[Algorithm] | None = None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import torch
@@ -18,16 +18,23 @@ from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
 from tunerl.core.checkpoint_layout import STATE_FILE
-from tunerl.core.config import NUMBER, AlgorithmConfig, ConfigError, Field, _f, with_defaults
+from tunerl.core.config import AlgorithmConfig
 from tunerl.core.distributions import Categorical, TanhGaussian
-from tunerl.core.learner import Learner, LossOutput
-from tunerl.core.off_policy import N_STEP_HELP, ReplayState
-from tunerl.core.optim import Adam
-from tunerl.core.replay_buffers import (
-    N_STEP_DISCOUNT,
-    WEIGHTS,
-    check_buffer_config,
+from tunerl.core.fields import (
+    NUMBER,
+    REPLAY_FIELDS,
+    TARGET_NETWORK_FIELDS,
+    ConfigError,
+    Field,
+    ReplayFields,
+    field,
+    own_fields,
+    with_defaults,
 )
+from tunerl.core.learner import Learner, LossOutput
+from tunerl.core.off_policy import ReplayState
+from tunerl.core.optim import Adam
+from tunerl.core.replay_buffers import N_STEP_DISCOUNT, WEIGHTS
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.sample_batch import SampleBatch
 
@@ -38,7 +45,9 @@ _SAC_DEFAULTS = {
     "num_envs_per_env_runner": 1,
     "rollout_fragment_length": 1,
     "train_batch_size_per_learner": 256,
-    "minibatch_size": 256,
+    # One update of 256 replayed transitions per sampled env step, from step 100.
+    "training_intensity": 256.0,
+    "num_steps_sampled_before_learning_starts": 100,
     # As RLlib's SAC: a result every 100 env steps, so a stop criterion is checked that often
     # (with 1000, runs that reached -250 on Pendulum went on for up to 1000 more steps).
     "min_sample_timesteps_per_iteration": 100,
@@ -60,72 +69,36 @@ def _check_target_entropy(value: Any) -> str | None:
     return "must be 'auto' or a number"
 
 
-class SACConfig(AlgorithmConfig):
-    """SAC's settings: AlgorithmConfig's plus the training fields below (`lr` is unused:
-    actor, critic and alpha each have their own)."""
+class SACConfig(AlgorithmConfig, ReplayFields):
+    """SAC's settings: AlgorithmConfig's, the replay buffer's (`tunerl.core.fields`), and the
+    fields below (no `lr`: actor, critics and alpha each have their own)."""
 
-    FIELDS: dict[str, Field] = {
-        **with_defaults(AlgorithmConfig.FIELDS, _SAC_DEFAULTS),
-        "actor_lr": _f(
-            "training", 1e-3, "Actor learning rate.", *NUMBER, low=0, low_exclusive=True
-        ),
-        # 3e-3 with learning from step 100 (below): Pendulum-v1 seeds 1-10 reached -250 (last
-        # 20 episodes) at 4,800-5,200 env steps, against 5,200-6,400 with 1e-3 from step 500.
-        # Either change alone gained less than half of that.
-        "critic_lr": _f(
-            "training", 3e-3, "Critics' learning rate.", *NUMBER, low=0, low_exclusive=True
-        ),
-        "alpha_lr": _f(
-            "training",
-            1e-3,
-            "Entropy temperature's learning rate.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-        ),
-        "tau": _f(
-            "training",
-            0.005,
-            "Polyak step of the target critics per update.",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-            high=1,
-        ),
-        "target_entropy": _f(
-            "training",
-            "auto",
-            "Entropy the temperature aims for; 'auto' is minus the action dimension (Box), "
-            f"or {DISCRETE_TARGET_ENTROPY_SCALE} log(number of actions) (Discrete).",
-            check=_check_target_entropy,
-        ),
-        "initial_alpha": _f(
-            "training", 1.0, "Starting entropy temperature.", *NUMBER, low=0, low_exclusive=True
-        ),
-        # 3: on Pendulum-v1 (then with critic_lr 1e-3 from step 500), seeds 1-5 reached -250
-        # (last 20 episodes) at 5,400-6,000 env steps, against 6,600-7,400 with one-step
-        # returns (seeds 1-3); 2 and 4 were no faster.
-        "n_step": _f("training", 3, N_STEP_HELP, int, low=1),
-        "replay_buffer_config": _f(
-            "training",
-            {"type": "ReplayBuffer", "capacity": 100_000},
-            "Replay buffer: type, capacity (and alpha, beta when prioritized).",
-            check=check_buffer_config,
-        ),
-        "num_steps_sampled_before_learning_starts": _f(
-            "training", 100, "Env steps collected before the first update.", int, low=0
-        ),
-        "training_intensity": _f(
-            "training",
-            256.0,
-            "Replayed transitions per sampled env step (256: one update of 256 per step).",
-            *NUMBER,
-            low=0,
-            low_exclusive=True,
-        ),
-        "store_buffer_in_checkpoints": _f(
-            "training", False, "Write the replay buffer into checkpoints.", bool
-        ),
+    # fmt: off
+    actor_lr: float = field("training", 1e-3,
+        "Actor learning rate.", *NUMBER, low=0, low_exclusive=True)
+    # 3e-3 with learning from step 100: Pendulum-v1 seeds 1-10 reached -250 (last 20
+    # episodes) at 4,800-5,200 env steps, against 5,200-6,400 with 1e-3 from step 500.
+    # Either change alone gained less than half of that.
+    critic_lr: float = field("training", 3e-3,
+        "Critics' learning rate.", *NUMBER, low=0, low_exclusive=True)
+    alpha_lr: float = field("training", 1e-3,
+        "Entropy temperature's learning rate.", *NUMBER, low=0, low_exclusive=True)
+    target_entropy: float | Literal["auto"] = field("training", "auto",
+        "Entropy the temperature aims for; 'auto' is minus the action dimension (Box), "
+        f"or {DISCRETE_TARGET_ENTROPY_SCALE} log(number of actions) (Discrete).",
+        check=_check_target_entropy)
+    initial_alpha: float = field("training", 1.0,
+        "Starting entropy temperature.", *NUMBER, low=0, low_exclusive=True)
+    # The target critics move by tau after every update (no hard copies: no update freq).
+    tau: float = TARGET_NETWORK_FIELDS["tau"]
+    # fmt: on
+
+    # n_step 3 (REPLAY_FIELDS' default): on Pendulum-v1 (then with critic_lr 1e-3 from step
+    # 500), seeds 1-5 reached -250 (last 20 episodes) at 5,400-6,000 env steps, against
+    # 6,600-7,400 with one-step returns (seeds 1-3); 2 and 4 were no faster.
+    FIELDS: ClassVar[dict[str, Field]] = {
+        **with_defaults({**AlgorithmConfig.FIELDS, **REPLAY_FIELDS}, _SAC_DEFAULTS),
+        **own_fields(locals()),
     }
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
@@ -313,8 +286,7 @@ class SAC(Algorithm):
     def training_step(self) -> dict[str, Any]:
         config = self.config
         # 1. sample, as n-step transitions into the buffers
-        steps = config.rollout_fragment_length * config.num_envs_per_env_runner
-        batch = self.sample_from_runners(steps * max(1, config.num_env_runners))
+        batch = self.sample_from_runners(config.env_steps_per_round())
         self.replay.add(batch)
         sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         results: dict[str, dict[str, Any]] = {}
