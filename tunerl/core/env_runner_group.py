@@ -277,8 +277,19 @@ class EnvRunnerGroup:
         `finish_sample()` (how evaluation runs in parallel to training). A local runner
         samples here, before returning."""
         if self.local_env_runner is not None:
-            batch = self.local_env_runner.sample(num_timesteps, num_episodes, explore)
-            self.add_metrics(self.local_env_runner.get_metrics())
+            runner = self.local_env_runner
+            if num_timesteps is None:
+                batch = runner.sample(None, num_episodes, explore)
+            else:
+                # In sample() calls of at most one rollout fragment per sub-env, as remote
+                # runners are asked: each call's end is a trajectory piece's end (GAE and
+                # V-trace bootstrap there), so rollout_fragment_length means the same either way.
+                pieces, left = [], num_timesteps
+                while left > 0:
+                    pieces.append(runner.sample(min(left, self._steps_per_call()), None, explore))
+                    left -= len(pieces[-1])
+                batch = concat_samples(pieces)
+            self.add_metrics(runner.get_metrics())
             return PendingSample(num_timesteps, num_episodes, explore, {}, batch)
         requests = self._request_round(num_timesteps, num_episodes, explore)
         return PendingSample(num_timesteps, num_episodes, explore, requests)
@@ -318,6 +329,11 @@ class EnvRunnerGroup:
                 break
         return concat_samples(batches) if batches else MultiAgentBatch({}, 0)
 
+    def _steps_per_call(self) -> int:
+        """The most env steps one runner is asked for in one `sample()` call: a rollout
+        fragment on each of its sub-envs (`rollout_fragment_length`)."""
+        return self.config.env_steps_per_sample()
+
     @staticmethod
     def _split(total: int, count: int) -> list[int]:
         """`total` episodes over `count` runners, as evenly as possible."""
@@ -331,7 +347,8 @@ class EnvRunnerGroup:
         if not indices:
             return {}
         if num_timesteps is not None:
-            steps = [math.ceil(num_timesteps / len(indices))] * len(indices)
+            share = min(math.ceil(num_timesteps / len(indices)), self._steps_per_call())
+            steps = [share] * len(indices)
             episodes = [None] * len(indices)
         elif num_episodes is not None:
             steps, episodes = [None] * len(indices), self._split(num_episodes, len(indices))
