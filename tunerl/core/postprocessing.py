@@ -1,4 +1,6 @@
-"""Return estimators as pure functions of arrays: no module, no batch object, no state.
+"""GAE: `compute_gae` is a pure function of arrays (no module, no batch object, no state);
+`add_gae` applies it to a SampleBatch with the critic of the module that sampled it, and is
+what a learner's `postprocess_batch` calls (PPO's, A2C's).
 
 Rows are steps in time order, one sub-environment's steps contiguous. `ends[t]` marks the
 last row of a contiguous piece of trajectory: the episode terminated or was truncated there,
