@@ -26,3 +26,29 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     result = namespace["result"]
     assert result["evaluation"]["env_runners"]["num_episodes"] == 10
     assert result["training_iteration"] == 2
+
+
+def test_the_custom_loss_example_trains_and_reports_its_term():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (example,) = [block for block in blocks if "class PPOWithL2" in block]
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    from tunerl import PPOConfig
+
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .training(
+            learner_class=namespace["PPOWithL2"],
+            train_batch_size_per_learner=128,
+            minibatch_size=64,
+            num_epochs=1,
+        )
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        stats = algo.train()["learners"]["default_policy"]
+    finally:
+        algo.stop()
+    assert stats["l2"] > 0
