@@ -25,12 +25,14 @@ from tunerl import (
     RLModuleSpec,
 )
 from tunerl.core import checkpoint_io
+from tunerl.core import checkpoint_layout as layout
 from tunerl.core import columns as c
+from tunerl.core.rl_module import MODULE_STATE_FILE
 
-MODULE_DIR = Path("learner_group") / "learner" / "rl_module" / c.DEFAULT_MODULE_ID
-MODULE_STATE = MODULE_DIR / "module_state.pt"
-LEARNER_STATE = Path("learner_group") / "learner" / "learner_state.pt"
-ALGORITHM_STATE = Path("algorithm_state.json")
+MODULE_DIR = layout.module_dir(c.DEFAULT_MODULE_ID)
+MODULE_STATE = MODULE_DIR / MODULE_STATE_FILE
+LEARNER_STATE = layout.LEARNER_DIR / layout.LEARNER_TENSORS_FILE
+ALGORITHM_STATE = Path(layout.STATE_FILE)
 
 
 def assert_same(actual: Any, expected: Any, where: str = "state") -> None:
@@ -58,19 +60,26 @@ def snapshot(algo: Algorithm) -> dict[str, Any]:
     in the checkpoint file, and its use by the two-restores test."""
     learner_state = algo.learner.get_state()
     return {
-        "module": learner_state["module"],
-        "optimizer": learner_state["optimizer"],
+        "module": learner_state["module"],  # {module_id: weights}
+        "optimizers": learner_state["optimizers"],
+        "tensors": learner_state["tensors"],
         "learner_json": learner_state["json"],  # includes the learner's RNG and kl_coeff
-        "counters": dict(algo._counters),
+        "counters": dict(algo.counters),
         "iteration": algo.iteration,
         "episode_returns": list(algo._episode_stats.returns),
         "episode_lengths": list(algo._episode_stats.lengths),
     }
 
 
-def runner_weights(algo: Algorithm) -> dict[str, torch.Tensor]:
+def runner_weights(algo: Algorithm) -> dict[str, dict[str, torch.Tensor]]:
+    """The local env runner's weights, `{module_id: weights}`."""
     (weights,) = algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
     return weights
+
+
+def default_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of `default_policy` in a snapshot's `{module_id: weights}`."""
+    return state["module"][c.DEFAULT_MODULE_ID]
 
 
 @pytest.fixture
@@ -93,7 +102,8 @@ def test_restore_from_path_brings_back_every_state_bit_for_bit(
 ):
     torch_rng = torch.get_rng_state()
     expected = snapshot(trained)
-    assert expected["learner_json"]["kl_coeff"] != 0.2  # the KL coefficient has adapted
+    # the KL coefficient has adapted
+    assert expected["learner_json"]["kl_coeff"][c.DEFAULT_MODULE_ID] != trained.config.kl_coeff
     assert expected["counters"]["num_env_steps_sampled_lifetime"] > 0
 
     seed_stream = trained._rng.bit_generator.state
@@ -104,7 +114,8 @@ def test_restore_from_path_brings_back_every_state_bit_for_bit(
 
     other = build(tiny_config(seed=123, use_kl_loss=True, num_epochs=2))
     assert not torch.equal(
-        other.get_module().get_state()["pi_head.weight"], expected["module"]["pi_head.weight"]
+        other.get_module().get_state()["pi_head.weight"],
+        default_weights(expected)["pi_head.weight"],
     )
     other.restore_from_path(path)
 
@@ -129,6 +140,29 @@ def test_save_returns_a_result_whose_checkpoint_path_loads(trained):
     expected = snapshot(trained)
     result = trained.save()
     restored = PPO.from_checkpoint(result.checkpoint.path)
+    try:
+        assert_same(snapshot(restored), expected)
+    finally:
+        restored.stop()
+
+
+def as_tunerl_0_1_checkpoint(checkpoint: Path) -> None:
+    """Rewrites a checkpoint's learner files as tunerl 0.1 wrote them (one module): the
+    optimizer state under "optimizer", and one number for the KL coefficient."""
+    learner_dir = checkpoint / layout.LEARNER_DIR
+    tensors = torch.load(learner_dir / layout.LEARNER_TENSORS_FILE, weights_only=True)
+    (optimizer,) = tensors["optimizers"][c.DEFAULT_MODULE_ID].values()
+    torch.save({"optimizer": optimizer}, learner_dir / layout.LEARNER_TENSORS_FILE)
+    learner_json = json.loads((learner_dir / layout.LEARNER_JSON_FILE).read_text())
+    learner_json["kl_coeff"] = learner_json["kl_coeff"][c.DEFAULT_MODULE_ID]
+    (learner_dir / layout.LEARNER_JSON_FILE).write_text(json.dumps(learner_json))
+    checkpoint_io.write_manifest(checkpoint)
+
+
+def test_a_tunerl_0_1_checkpoint_restores_as_its_one_module(trained, checkpoint):
+    expected = snapshot(trained)
+    as_tunerl_0_1_checkpoint(checkpoint)
+    restored = PPO.from_checkpoint(checkpoint)
     try:
         assert_same(snapshot(restored), expected)
     finally:
@@ -263,7 +297,7 @@ def test_failed_save_leaves_the_previous_checkpoint_loadable(trained, tmp_path, 
     saved = snapshot(trained)
     trained.train()
     assert not torch.equal(
-        trained.get_module().get_state()["pi_head.weight"], saved["module"]["pi_head.weight"]
+        trained.get_module().get_state()["pi_head.weight"], default_weights(saved)["pi_head.weight"]
     )
 
     real_write_manifest = checkpoint_io.write_manifest
@@ -380,7 +414,7 @@ def test_observation_filter_statistics_travel_with_the_checkpoint(tiny_config, b
         for name in ("count", "mean", "var"):
             assert torch.equal(getattr(restored_normalizer, name), getattr(normalizer, name))
         # ... and the restored algorithm's runners act with them.
-        assert_same(runner_weights(restored), algo.get_module().get_state(), "runner weights")
+        assert_same(runner_weights(restored), algo.learner.module.get_state(), "runner weights")
     finally:
         restored.stop()
 
@@ -405,7 +439,7 @@ def test_observation_filter_is_updated_by_training_and_synced_to_runners(tiny_co
     # Every trained row updated the running statistics.
     assert int(normalizer.count) == result["num_env_steps_trained_lifetime"]
     assert not torch.equal(normalizer.mean, torch.zeros_like(normalizer.mean))
-    assert_same(runner_weights(algo), algo.get_module().get_state(), "runner weights")
+    assert_same(runner_weights(algo), algo.learner.module.get_state(), "runner weights")
 
 
 def test_running_mean_std_merges_chunks_like_one_pass_over_all_observations():

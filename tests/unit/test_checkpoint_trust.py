@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +19,19 @@ from ray import tune
 
 from tunerl import PPO, Algorithm, CheckpointError, RLModule
 from tunerl.core import checkpoint_io
+from tunerl.core import checkpoint_layout as layout
 from tunerl.core import columns as c
+from tunerl.core.learner import DEFAULT_OPTIMIZER
+from tunerl.core.rl_module import MODULE_SPEC_FILE, MODULE_STATE_FILE
 from tunerl.tuning import evaluate_checkpoint
 
-MODULE_DIR = Path("learner_group") / "learner" / "rl_module" / c.DEFAULT_MODULE_ID
-MODULE_STATE = MODULE_DIR / "module_state.pt"
-MODULE_SPEC = MODULE_DIR / "module_spec.json"
-LEARNER_STATE = Path("learner_group") / "learner" / "learner_state.pt"
-LEARNER_JSON = Path("learner_group") / "learner" / "learner_state.json"
-ALGORITHM_STATE = Path("algorithm_state.json")
-RNG_STATE = Path("rng_state.pt")
+MODULE_DIR = layout.module_dir(c.DEFAULT_MODULE_ID)
+MODULE_STATE = MODULE_DIR / MODULE_STATE_FILE
+MODULE_SPEC = MODULE_DIR / MODULE_SPEC_FILE
+LEARNER_STATE = layout.LEARNER_DIR / layout.LEARNER_TENSORS_FILE
+LEARNER_JSON = layout.LEARNER_DIR / layout.LEARNER_JSON_FILE
+ALGORITHM_STATE = Path(layout.STATE_FILE)
+RNG_STATE = Path(layout.RNG_FILE)
 
 
 @pytest.fixture
@@ -49,8 +53,10 @@ def edit_json(path: Path, edit) -> None:
 
 
 def reseal(checkpoint: Path) -> None:
-    """Rewrites the manifests, as an attacker who rewrites the files can."""
-    checkpoint_io.write_manifest(checkpoint / MODULE_DIR)
+    """Rewrites the manifests (every module folder's, then the checkpoint's), as an attacker
+    who rewrites the files can."""
+    for folder in sorted((checkpoint / layout.MODULE_DIR).iterdir()):
+        checkpoint_io.write_manifest(folder)
     checkpoint_io.write_manifest(checkpoint)
 
 
@@ -109,12 +115,16 @@ def test_tunerl_evaluate_of_a_crafted_checkpoint_runs_nothing(checkpoint, tmp_pa
     assert not marker.exists()
 
 
-def test_export_folder_naming_popen_runs_nothing(checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    "module_folder", [f"rl_module/{c.DEFAULT_MODULE_ID}", "module"], ids=["export", "old_export"]
+)
+def test_export_folder_naming_popen_runs_nothing(checkpoint, tmp_path, module_folder):
+    # An export holds rl_module/<module_id>/ (tunerl 0.1's exports one module/): either way
+    # its config.json is data.
     export = tmp_path / "export"
-    export.mkdir()
-    for name in ("module_spec.json", "module_state.pt", "MANIFEST.json"):
-        (export / "module").mkdir(exist_ok=True)
-        (export / "module" / name).write_bytes((checkpoint / MODULE_DIR / name).read_bytes())
+    (export / module_folder).mkdir(parents=True)
+    for name in (MODULE_SPEC_FILE, MODULE_STATE_FILE, checkpoint_io.MANIFEST):
+        (export / module_folder / name).write_bytes((checkpoint / MODULE_DIR / name).read_bytes())
     state = json.loads((checkpoint / ALGORITHM_STATE).read_text())
     config = {"algo_class": state["algo_class"], "config": state["config"]}
     marker = tmp_path / "marker"
@@ -451,9 +461,10 @@ def live_state(algo: Algorithm) -> dict[str, Any]:
     learner = algo.learner.get_state()
     return {
         "module": learner["module"],
-        "optimizer": learner["optimizer"],
+        "optimizers": learner["optimizers"],
+        "tensors": learner["tensors"],
         "learner_json": json.dumps(learner["json"], sort_keys=True),
-        "counters": dict(algo._counters),
+        "counters": dict(algo.counters),
         "iteration": algo.iteration,
         "rng": json.dumps(algo._rng.bit_generator.state, sort_keys=True),
         "torch_rng": torch.get_rng_state(),
@@ -517,6 +528,32 @@ def wider_hidden_layer(checkpoint: Path) -> None:
     torch.save(wide.get_state(), checkpoint / MODULE_STATE)
 
 
+MODULE = c.DEFAULT_MODULE_ID
+
+
+def default_optimizer(learner_tensors: dict) -> dict:
+    """The state of the default module's one optimizer in learner_state.pt."""
+    return learner_tensors["optimizers"][MODULE][DEFAULT_OPTIMIZER]
+
+
+# What the loader says when optimizer states are keyed by other module ids or names.
+KEYED_BY_MODULES = r"it must be keyed by \['default_policy'\]"
+KEYED_BY_NAMES = r"it must be keyed by the optimizer names \['default'\]"
+
+
+def remove_module_folder(checkpoint: Path) -> None:
+    shutil.rmtree(checkpoint / MODULE_DIR)
+
+
+def copy_module_folder(module_id: str):
+    """A second module folder (a valid module, but not one this algorithm trains)."""
+
+    def alter(checkpoint: Path) -> None:
+        shutil.copytree(checkpoint / MODULE_DIR, checkpoint / layout.module_dir(module_id))
+
+    return alter
+
+
 def state_as_a_list(checkpoint: Path) -> None:
     (checkpoint / ALGORITHM_STATE).write_text("[1, 2]")
 
@@ -562,30 +599,86 @@ CORRUPTIONS = {
     ),
     "module_tensor_shape": (
         rewrite_tensors(MODULE_STATE, lambda t: t.update({"pi_head.weight": torch.zeros(2, 5)})),
-        "module_state.pt: the module does not fit",
+        "module_state.pt: the module 'default_policy' does not fit",
     ),
     "module_key_missing": (
         rewrite_tensors(MODULE_STATE, lambda t: t.pop("pi_head.bias")),
         "module_state.pt",
     ),
-    "architecture_mismatch": (wider_hidden_layer, "module_state.pt: the module does not fit"),
+    "architecture_mismatch": (
+        wider_hidden_layer,
+        "module_state.pt: the module 'default_policy' does not fit",
+    ),
     "optimizer_unknown_key": (
-        rewrite_tensors(LEARNER_STATE, lambda t: t["optimizer"].update(momentum=torch.zeros(1))),
-        r"learner_state.pt: optimizer is an object with keys .*momentum",
+        rewrite_tensors(
+            LEARNER_STATE, lambda t: default_optimizer(t).update(momentum=torch.zeros(1))
+        ),
+        r"learner_state.pt: optimizers.default_policy.default is an object with keys .*momentum",
     ),
     "optimizer_key_missing": (
-        rewrite_tensors(LEARNER_STATE, lambda t: t["optimizer"].pop("lr")),
-        "optimizer is an object with keys",
+        rewrite_tensors(LEARNER_STATE, lambda t: default_optimizer(t).pop("lr")),
+        "optimizers.default_policy.default is an object with keys",
     ),
     "optimizer_moment_shape": (
         rewrite_tensors(
-            LEARNER_STATE, lambda t: t["optimizer"]["exp_avg"].__setitem__(0, torch.zeros(1))
+            LEARNER_STATE, lambda t: default_optimizer(t)["exp_avg"].__setitem__(0, torch.zeros(1))
         ),
-        r"optimizer.exp_avg\[0\] is a torch.float32 tensor of shape \(1,\)",
+        r"optimizers.default_policy.default.exp_avg\[0\] is a torch.float32 tensor of shape \(1,\)",
     ),
-    "no_optimizer": (
-        rewrite_tensors(LEARNER_STATE, lambda t: t.pop("optimizer")),
-        "field 'optimizer' is missing",
+    "no_optimizers": (
+        rewrite_tensors(LEARNER_STATE, lambda t: t.pop("optimizers")),
+        "field 'optimizers' is missing",
+    ),
+    "optimizers_a_list": (
+        rewrite_tensors(LEARNER_STATE, lambda t: t.update(optimizers=[default_optimizer(t)])),
+        "learner_state.pt: .*'optimizers'",
+    ),
+    "optimizers_of_an_unknown_module": (
+        rewrite_tensors(
+            LEARNER_STATE, lambda t: t["optimizers"].update(other_policy=t["optimizers"][MODULE])
+        ),
+        rf"learner_state.pt: optimizers .*'other_policy'.*; {KEYED_BY_MODULES}",
+    ),
+    "optimizers_of_a_module_missing": (
+        rewrite_tensors(LEARNER_STATE, lambda t: t["optimizers"].pop(MODULE)),
+        rf"learner_state.pt: optimizers .*; {KEYED_BY_MODULES}",
+    ),
+    "optimizer_renamed": (
+        rewrite_tensors(
+            LEARNER_STATE,
+            lambda t: t["optimizers"][MODULE].update(
+                actor=t["optimizers"][MODULE].pop(DEFAULT_OPTIMIZER)
+            ),
+        ),
+        rf"optimizers.default_policy .*'actor'.*; {KEYED_BY_NAMES}",
+    ),
+    "an_extra_optimizer": (
+        rewrite_tensors(
+            LEARNER_STATE, lambda t: t["optimizers"][MODULE].update(critic=default_optimizer(t))
+        ),
+        rf"optimizers.default_policy .*'critic'.*; {KEYED_BY_NAMES}",
+    ),
+    "module_optimizers_a_list": (
+        rewrite_tensors(
+            LEARNER_STATE, lambda t: t["optimizers"].update({MODULE: [default_optimizer(t)]})
+        ),
+        rf"optimizers.default_policy .*; {KEYED_BY_NAMES}",
+    ),
+    "tensors_a_list": (
+        rewrite_tensors(LEARNER_STATE, lambda t: t.update(tensors=[torch.zeros(1)])),
+        "learner_state.pt: tensors .*must be a dict",
+    ),
+    "tensors_unknown_to_the_learner": (
+        rewrite_tensors(LEARNER_STATE, lambda t: t.update(tensors={"target": torch.zeros(1)})),
+        "learner_state.pt: .*unexpected learner tensors",
+    ),
+    "module_folder_missing": (
+        remove_module_folder,
+        r"holds the modules \[\]; this algorithm trains \['default_policy'\]",
+    ),
+    "extra_module_folder": (
+        copy_module_folder("other_policy"),
+        r"holds the modules \['default_policy', 'other_policy'\]; this algorithm trains",
     ),
 }
 
@@ -597,6 +690,8 @@ def test_a_malformed_checkpoint_is_refused_and_changes_nothing(algo, checkpoint,
     alter(checkpoint)
     reseal(checkpoint)
     before = live_state(algo)
-    with pytest.raises(CheckpointError, match=why):
+    with pytest.raises(CheckpointError, match=why) as error:
         algo.restore_from_path(checkpoint)
     assert_unchanged(live_state(algo), before)
+    # One line that names what is wrong: never the saved tensors themselves.
+    assert "\n" not in str(error.value) and "tensor(" not in str(error.value)

@@ -64,6 +64,9 @@ def test_different_seeds_differ(tiny_config, build):
 def test_seeded_sampling_repeats_actions(tiny_config, build):
     first = build(tiny_config(seed=3)).env_runner_group.sample(num_timesteps=100)
     second = build(tiny_config(seed=3)).env_runner_group.sample(num_timesteps=100)
+    assert first.env_steps == second.env_steps
+    assert first.module_ids() == second.module_ids() == [c.DEFAULT_MODULE_ID]
+    first, second = first[c.DEFAULT_MODULE_ID], second[c.DEFAULT_MODULE_ID]
     assert set(first) == set(second)
     for key in first:
         assert (first[key] == second[key]).all(), key

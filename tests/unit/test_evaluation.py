@@ -56,7 +56,7 @@ def test_evaluation_runs_exactly_the_episodes_asked(local_ray, tiny_config, buil
 
 def test_evaluation_episodes_are_split_over_the_runners(local_ray, tiny_config, build):
     algo = build(eval_config(tiny_config, 2))
-    batch = algo.eval_env_runner_group.sample(num_episodes=5)
+    batch = algo.eval_env_runner_group.sample(num_episodes=5)[c.DEFAULT_MODULE_ID]
     algo.eval_env_runner_group.pop_metrics()
     episodes = {int(eps_id) for eps_id in batch[c.EPS_ID]}
     per_runner = Counter(eps_id >> 40 for eps_id in episodes)

@@ -116,9 +116,10 @@ class BatchRecorder(Callbacks):
         self.runner_indexes: list[set[int]] = []
 
     def on_sample_end(self, *, algorithm, samples, **kwargs):
-        self.rows.append(len(samples))
-        self.episodes.append(int((samples[c.TERMINATEDS] | samples[c.TRUNCATEDS]).sum()))
-        self.runner_indexes.append({int(i) for i in np.unique(samples[c.EPS_ID] >> 40)})
+        self.rows.append(len(samples))  # env steps of the MultiAgentBatch
+        batch = samples[c.DEFAULT_MODULE_ID]
+        self.episodes.append(int((batch[c.TERMINATEDS] | batch[c.TRUNCATEDS]).sum()))
+        self.runner_indexes.append({int(i) for i in np.unique(batch[c.EPS_ID] >> 40)})
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +176,9 @@ def test_a_killed_runner_is_replaced_with_the_current_weights(local_ray, tiny_co
     assert algo.callbacks.runner_indexes[-1] == {1, 2}
     learner_weights = algo.get_module().get_state()
     for weights in algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights()):
+        assert list(weights) == [c.DEFAULT_MODULE_ID]
         for name, value in learner_weights.items():
-            assert torch.equal(weights[name], value), name
+            assert torch.equal(weights[c.DEFAULT_MODULE_ID][name], value), name
 
 
 def test_a_restore_with_a_dead_runner_restarts_it(local_ray, tiny_config, build, tmp_path):

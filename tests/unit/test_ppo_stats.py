@@ -13,6 +13,7 @@ from tunerl import PPOConfig
 from tunerl.algorithms.ppo import PPOLearner, ppo_loss
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
+from tunerl.core.rl_module import MultiRLModule
 from tunerl.core.sample_batch import SampleBatch
 
 # new/old probability ratios of the sampled actions; with clip_param 0.2, three of the eight
@@ -54,7 +55,7 @@ def test_approx_kl_and_clip_fraction_match_a_hand_computation(discrete_module):
     config = PPOConfig().training(clip_param=CLIP_PARAM)
     batch = batch_with_ratios(discrete_module, RATIOS)
 
-    _, stats = ppo_loss(discrete_module, batch, config, kl_coeff=0.0)
+    stats = ppo_loss(discrete_module, batch, config, kl_coeff=0.0).stats
 
     assert hand_clip_fraction(RATIOS) == 3 / 8
     assert float(stats[m.APPROX_KL]) == pytest.approx(hand_approx_kl(RATIOS), rel=1e-5)
@@ -63,7 +64,7 @@ def test_approx_kl_and_clip_fraction_match_a_hand_computation(discrete_module):
 
 def test_approx_kl_is_zero_and_nothing_clipped_when_the_policy_has_not_moved(discrete_module):
     batch = batch_with_ratios(discrete_module, [1.0] * 8)
-    _, stats = ppo_loss(discrete_module, batch, PPOConfig(), kl_coeff=0.0)
+    stats = ppo_loss(discrete_module, batch, PPOConfig(), kl_coeff=0.0).stats
     assert float(stats[m.APPROX_KL]) == pytest.approx(0.0, abs=1e-6)
     assert float(stats[m.CLIP_FRACTION]) == 0.0
 
@@ -71,7 +72,9 @@ def test_approx_kl_is_zero_and_nothing_clipped_when_the_policy_has_not_moved(dis
 def test_learner_reports_them_averaged_over_the_minibatches(discrete_module):
     """Two minibatches of four rows in one epoch. The learning rate is so small that the
     policy does not move between them, so the mean over the two minibatches is the mean
-    over the whole batch whichever rows each holds."""
+    over the whole batch whichever rows each holds. The learner computes the advantages
+    itself (GAE in `postprocess_batch`), so the batch is one terminated episode of eight
+    steps; the ratios, and so both statistics, do not depend on the advantages."""
     config = PPOConfig().training(
         clip_param=CLIP_PARAM,
         lr=1e-30,
@@ -80,11 +83,18 @@ def test_learner_reports_them_averaged_over_the_minibatches(discrete_module):
         train_batch_size_per_learner=8,
         grad_clip=None,
     )
-    learner = PPOLearner(config, discrete_module, seed=0)
+    module = MultiRLModule({c.DEFAULT_MODULE_ID: discrete_module})
+    learner = PPOLearner(config, module, seed=0)
     tensors = batch_with_ratios(discrete_module, RATIOS)
     batch = SampleBatch({key: value.numpy() for key, value in tensors.items()})
+    num_rows = len(RATIOS)
+    batch[c.REWARDS] = np.ones(num_rows, np.float32)
+    batch[c.TERMINATEDS] = np.arange(num_rows) == num_rows - 1
+    batch[c.TRUNCATEDS] = np.zeros(num_rows, bool)
+    batch[c.EPS_ID] = np.zeros(num_rows, np.int64)
+    batch[c.T] = np.arange(num_rows)
 
-    stats = learner.update(batch)
+    stats = learner.update(batch)[c.DEFAULT_MODULE_ID]
 
     assert stats[m.APPROX_KL] == pytest.approx(hand_approx_kl(RATIOS), rel=1e-5)
     assert stats[m.CLIP_FRACTION] == pytest.approx(3 / 8)

@@ -49,6 +49,8 @@ def test_training_with_a_remote_runner(remote_algo):
 def test_remote_runner_acts_with_the_learners_weights(remote_algo):
     algo, _ = remote_algo
     (weights,) = algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
+    assert list(weights) == [c.DEFAULT_MODULE_ID]
+    weights = weights[c.DEFAULT_MODULE_ID]
     learner_weights = algo.get_module().get_state()
     assert set(weights) == set(learner_weights)
     for name, value in learner_weights.items():
@@ -57,7 +59,7 @@ def test_remote_runner_acts_with_the_learners_weights(remote_algo):
 
 def test_remote_samples_carry_the_runners_episode_ids(remote_algo):
     algo, _ = remote_algo
-    batch = algo.env_runner_group.sample(num_timesteps=50)
+    batch = algo.env_runner_group.sample(num_timesteps=50)[c.DEFAULT_MODULE_ID]
     assert len(batch) >= 50
     # Episode ids hold the runner's index in their high bits: runner 1, not the local 0.
     assert (batch[c.EPS_ID] >> 40 == 1).all()

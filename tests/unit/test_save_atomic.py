@@ -190,7 +190,7 @@ KILL_LOOP = textwrap.dedent(
         module.save_to_path(target)
 
     def save_algo(target, value):
-        algo._counters["num_env_steps_sampled_lifetime"] = value
+        algo.counters["num_env_steps_sampled_lifetime"] = value
         algo.save_to_path(target)
 
     for round_index in range(rounds + algo_rounds):

@@ -197,7 +197,7 @@ def test_clip_actions_applies_only_the_finite_bounds(build, normalize_actions):
 def test_without_normalizing_or_clipping_an_unbounded_box_gets_the_raw_actions(build):
     config = on(tiny("PPO"), OBS, ON_POLICY_ACTIONS["box_unbounded"])
     algo = build(config.environment(normalize_actions=False, clip_actions=False))
-    batch = algo.env_runner_group.local_env_runner.sample(num_timesteps=16)
+    batch = algo.env_runner_group.local_env_runner.sample(num_timesteps=16)[c.DEFAULT_MODULE_ID]
     sent = np.stack(SpaceEnv.actions[-16:])
     np.testing.assert_array_equal(np.sort(sent.ravel()), np.sort(batch[c.ACTIONS].ravel()))
 
@@ -251,7 +251,7 @@ def test_every_algorithm_trains_on_every_observation_space(build, algo_name, spa
 def test_dict_and_tuple_observations_reach_the_module_flattened(build, space_name):
     space = OBS_SPACES[space_name]
     algo = build(on(tiny("PPO"), space, Discrete(2)))
-    batch = algo.env_runner_group.local_env_runner.sample(num_timesteps=20)
+    batch = algo.env_runner_group.local_env_runner.sample(num_timesteps=20)[c.DEFAULT_MODULE_ID]
 
     returned = {tuple(gym.spaces.utils.flatten(space, obs)) for obs in SpaceEnv.observations}
     assert batch[c.OBS].shape == (20, gym.spaces.utils.flatdim(space))

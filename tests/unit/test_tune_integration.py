@@ -25,7 +25,7 @@ def test_reset_config_rebuilds_runners_when_the_env_changes(tiny_config, build):
     algo = build(tiny_config(seed=1))
     algo.train()
     algo.reset_config(tiny_config(seed=1, env="Pendulum-v1").to_dict())
-    batch = algo.env_runner_group.sample(num_timesteps=20)
+    batch = algo.env_runner_group.sample(num_timesteps=20)[c.DEFAULT_MODULE_ID]
     assert batch[c.OBS].shape[1:] == (3,)
     assert batch[c.ACTIONS].dtype == np.float32
 
@@ -33,7 +33,7 @@ def test_reset_config_rebuilds_runners_when_the_env_changes(tiny_config, build):
 def test_reset_config_applies_explore_to_the_runners(tiny_config, build):
     algo = build(tiny_config(seed=1))
     algo.reset_config(tiny_config(seed=1).env_runners(explore=False).to_dict())
-    batch = algo.env_runner_group.sample(num_timesteps=200)
+    batch = algo.env_runner_group.sample(num_timesteps=200)[c.DEFAULT_MODULE_ID]
     np.testing.assert_array_equal(batch[c.ACTIONS], batch[c.ACTION_DIST_INPUTS].argmax(-1))
 
 
@@ -97,7 +97,7 @@ def test_checkpoints_written_by_tune_load_with_from_checkpoint(grid_results):
             assert algo.iteration == 2
             assert algo.config.lr == result.config["lr"]
             assert (
-                algo._counters["num_env_steps_sampled_lifetime"]
+                algo.counters["num_env_steps_sampled_lifetime"]
                 == (result.metrics["num_env_steps_sampled_lifetime"])
             )
             assert algo.train()["training_iteration"] == 3
