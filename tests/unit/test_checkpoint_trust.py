@@ -631,7 +631,7 @@ CORRUPTIONS = {
     ),
     "optimizers_a_list": (
         rewrite_tensors(LEARNER_STATE, lambda t: t.update(optimizers=[default_optimizer(t)])),
-        "learner_state.pt: .*'optimizers'",
+        "learner_state.pt: .*optimizers",
     ),
     "optimizers_of_an_unknown_module": (
         rewrite_tensors(
