@@ -114,7 +114,11 @@ def read_learner_state(reader: checkpoint_io.CheckpointReader, learner: Learner)
     optimizers = saved_optimizers(learner, learner_tensors, reader.path(tensors_file))
     extra_tensors = learner_tensors.get("tensors", {})
     fields.check(
-        isinstance(extra_tensors, dict), reader.path(tensors_file), "tensors", "", "a dict"
+        isinstance(extra_tensors, dict),
+        reader.path(tensors_file),
+        "tensors",
+        type(extra_tensors).__name__,
+        "a dict",
     )
     learner_json = fields.json_object(reader, json_file)
     fields.field(learner_json, "rng", dict, str(reader.path(json_file)))
@@ -126,15 +130,21 @@ def read_learner_state(reader: checkpoint_io.CheckpointReader, learner: Learner)
     }
     # Loaded into a copy of the learner first: whatever it refuses changes nothing live.
     probe = copy.deepcopy(learner)
+    # The tensors are tried with the probe's own JSON state first, so an error in
+    # learner_state.json is reported as that file's.
+    tensors_only = {**learner_state, "json": probe.get_state()["json"]}
     steps = [
-        (name, f"module {module_id!r}", module_id) for module_id, name in module_files.items()
-    ] + [(tensors_file, "optimizer state", None), (json_file, "learner state", None)]
-    for file, part, module_id in steps:
+        (name, f"module {module_id!r}", module_id, None) for module_id, name in module_files.items()
+    ] + [
+        (tensors_file, "optimizer state", None, tensors_only),
+        (json_file, "learner state", None, learner_state),
+    ]
+    for file, part, module_id, state in steps:
         try:
             if module_id is not None:
                 probe.module[module_id].set_state(module_state[module_id])
             else:
-                probe.set_state(learner_state)
+                probe.set_state(state)
         except CheckpointError as error:
             raise CheckpointError(f"{reader.path(file)}: {error}") from None
         except Exception as error:  # noqa: BLE001 - any refusal of the copy is a bad file
@@ -163,16 +173,16 @@ def saved_optimizers(learner: Learner, tensors: Any, where: Path) -> dict[str, d
         tensors = {"optimizers": {module_id: {next(iter(live[module_id])): old}}}
         if not one_optimizer:  # SAC's: {"actor": ..., "critic": ..., "alpha": ...}
             tensors = {"optimizers": {module_id: old}}
-    if not (isinstance(tensors, dict) and isinstance(tensors.get("optimizers"), dict)):
+    if not (isinstance(tensors, dict) and "optimizers" in tensors):
         raise CheckpointError(f"{where}: field 'optimizers' is missing.")
     saved = tensors["optimizers"]
     ok = isinstance(saved, dict) and sorted(saved) == sorted(live)
-    fields.check(ok, where, "optimizers", saved if not ok else "", f"keyed by {sorted(live)}")
+    fields.check(ok, where, "optimizers", keys_of(saved), f"keyed by {sorted(live)}")
     for module_id, optimizers in live.items():
         names = saved[module_id]
         ok = isinstance(names, dict) and sorted(names) == sorted(optimizers)
         wanted = f"keyed by the optimizer names {sorted(optimizers)}"
-        fields.check(ok, where, f"optimizers.{module_id}", names if not ok else "", wanted)
+        fields.check(ok, where, f"optimizers.{module_id}", keys_of(names), wanted)
         for name, optimizer in optimizers.items():
             if not isinstance(optimizer, torch.optim.Optimizer):
                 fields.check_like(
@@ -182,3 +192,8 @@ def saved_optimizers(learner: Learner, tensors: Any, where: Path) -> dict[str, d
                     f"optimizers.{module_id}.{name}",
                 )
     return saved
+
+
+def keys_of(value: Any) -> Any:
+    """What an error says a saved object is: its keys (never its tensors), or its type."""
+    return sorted(value, key=str) if isinstance(value, dict) else type(value).__name__
