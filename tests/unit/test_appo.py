@@ -1,6 +1,7 @@
 """APPO and IMPALA: tiny runs with the local runner and with remote runners sampling
 asynchronously, sampled and trained step counts, the target network, weight broadcasts,
-a restarted runner, checkpoints that continue exactly, and config errors."""
+a restarted runner, checkpoints that continue exactly, config errors, and the LearnerGroup
+and LearnerThread they train through."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from tunerl.algorithms.appo.appo import APPOLearner
 from tunerl.algorithms.impala.impala import policy_logp
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
-from tunerl.core.async_sampling import AsyncSampler
-from tunerl.core.learner_thread import LearnerThread, LearnerThreadError
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
+from tunerl.execution.async_sampling import AsyncSampler
+from tunerl.execution.learner_group import LearnerGroup
+from tunerl.execution.learner_thread import LearnerThread, LearnerThreadError
 
 TRAIN_BATCH = 128
+MODULE = c.DEFAULT_MODULE_ID
 
 
 def tiny_config(
@@ -68,7 +71,11 @@ def counters_after_drain(algo) -> dict:
     """The algorithm's counters once the learner thread trained every batch it was given
     (`get_module()` waits for it), as they would be reported."""
     algo.get_module()
-    return dict(algo._counters)
+    return dict(algo.counters)
+
+
+def learner_threads_alive() -> int:
+    return sum(t.name == "tunerl-learner" and t.is_alive() for t in threading.enumerate())
 
 
 # ------------------------------------------------------------------ the local runner
@@ -94,8 +101,8 @@ def test_trains_with_the_local_runner_and_reports_its_stats(config_class, build)
 def test_impala_with_the_local_runner_is_on_policy(build):
     class KeepBatch(Callbacks):
         def on_sample_end(self, *, algorithm, samples, **kwargs):
-            algorithm.last_batch = samples.copy()
-            algorithm.logp_before_update = policy_logp(algorithm.get_module(), samples)
+            algorithm.last_batch = samples[MODULE].copy()
+            algorithm.logp_before_update = policy_logp(algorithm.get_module(), samples[MODULE])
 
     algo = build(tiny_config(IMPALAConfig).callbacks(KeepBatch))
     algo.train()
@@ -117,27 +124,28 @@ def test_appo_learns_a_continuous_action_space(build):
 def test_target_network_follows_the_online_one_every_update_freq_steps(build):
     algo = build(tiny_config(target_network_update_freq=2 * TRAIN_BATCH))
     learner = algo.learner
-    initial = parameters(learner.module)
+    online, target = learner.module[MODULE], learner.target_modules[MODULE]
+    initial = parameters(online)
 
     algo.train()  # 128 trained steps: not yet
-    assert all_equal(parameters(learner.target_module), initial)
-    assert not all_equal(parameters(learner.module), initial)
+    assert all_equal(parameters(target), initial)
+    assert not all_equal(parameters(online), initial)
 
     algo.train()  # 256: copied after the update
-    assert all_equal(parameters(learner.target_module), parameters(learner.module))
-    assert learner.steps_since_target_update == 0
+    assert all_equal(parameters(target), parameters(online))
+    assert learner.steps_since_target_update[MODULE] == 0
 
 
 def test_soft_target_updates_move_the_target_by_tau(build):
     algo = build(tiny_config(tau=0.25))
     learner = algo.learner
-    target_before = parameters(learner.target_module)
+    target_before = parameters(learner.target_modules[MODULE])
 
     algo.train()
 
-    online = parameters(learner.module)
+    online = parameters(learner.module[MODULE])
     expected = [t + 0.25 * (o - t) for t, o in zip(target_before, online)]
-    for actual, wanted in zip(parameters(learner.target_module), expected):
+    for actual, wanted in zip(parameters(learner.target_modules[MODULE]), expected):
         torch.testing.assert_close(actual, wanted)
 
 
@@ -146,7 +154,7 @@ def test_kl_coefficient_adapts_when_the_kl_loss_is_on(build):
     result = algo.train()
     stats = result[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
     assert stats[m.MEAN_KL_LOSS] > 2e-9  # the policy moved from the target ...
-    assert algo.learner.kl_coeff == pytest.approx(0.75)  # ... so the penalty grew by 1.5
+    assert algo.learner.kl_coeffs[MODULE] == pytest.approx(0.75)  # ... so the penalty grew by 1.5
     assert stats[m.CURR_KL_COEFF] == pytest.approx(0.75)
 
 
@@ -163,13 +171,14 @@ def test_checkpoint_restores_the_target_network_and_two_restores_continue_identi
     try:
         for restored in (first, second):
             assert all_equal(
-                parameters(restored.learner.target_module), parameters(algo.learner.target_module)
+                parameters(restored.learner.target_modules[MODULE]),
+                parameters(algo.learner.target_modules[MODULE]),
             )
-            assert restored.learner.kl_coeff == algo.learner.kl_coeff
+            assert restored.learner.kl_coeffs == algo.learner.kl_coeffs
             assert restored.learner.steps_since_target_update == (
                 algo.learner.steps_since_target_update
             )
-            assert restored.learner.steps_since_target_update >= 2 * TRAIN_BATCH
+            assert restored.learner.steps_since_target_update[MODULE] >= 2 * TRAIN_BATCH
         first_results = [first.train() for _ in range(2)]
         second_results = [second.train() for _ in range(2)]
         for a, b in zip(first_results, second_results):
@@ -202,11 +211,11 @@ def test_a_bad_value_names_the_field_the_value_and_the_rule(field, value):
     assert repr(value) in str(error.value) and "must be" in str(error.value)
 
 
-def test_impala_has_no_appo_fields_and_both_are_registered(build):
-    with pytest.raises(ConfigError, match="clip_param"):
-        IMPALAConfig().training(clip_param=0.3)
+def test_impala_has_no_appo_fields_and_both_are_registered():
+    for appo_field in ("clip_param", "tau", "target_network_update_freq", "use_kl_loss"):
+        with pytest.raises(ConfigError, match=appo_field):
+            IMPALAConfig().training(**{appo_field: 0.3})
     assert tunerl.ALGORITHMS["APPO"] is APPO and tunerl.ALGORITHMS["IMPALA"] is IMPALA
-    assert isinstance(build(tiny_config()), IMPALA)
 
 
 # ------------------------------------------------------------------- remote runners
@@ -227,7 +236,7 @@ def test_trains_with_remote_runners_sampling_asynchronously(
     results = [algo.train() for _ in range(3)]
 
     assert isinstance(algo.async_sampler, AsyncSampler)
-    assert algo.learner_thread is not None and algo.learner_thread.is_alive()
+    assert algo.learner_group.has_thread and learner_threads_alive() == 1
     for result in results:
         assert result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] >= TRAIN_BATCH
         assert 0 <= result[m.TIMERS][m.SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
@@ -242,7 +251,7 @@ def test_without_the_learner_thread_each_step_trains_its_own_batch(local_ray, bu
 
     results = [algo.train() for _ in range(2)]
 
-    assert algo.learner_thread is None
+    assert not algo.learner_group.has_thread
     assert_counts(results[-1], 2)
     assert all(m.POLICY_LOSS in r[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID] for r in results)
 
@@ -253,7 +262,8 @@ def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, b
     runners = set()
     for _ in range(10):
         for batch in sampler.collect(timeout_s=60):
-            runners |= set((batch[c.EPS_ID] >> 40).tolist())
+            assert isinstance(batch, MultiAgentBatch)
+            runners |= set((batch[MODULE][c.EPS_ID] >> 40).tolist())
         assert set(sampler._in_flight) == {1, 2}  # re-issued at once
     assert runners == {1, 2}
 
@@ -267,7 +277,7 @@ def test_with_the_learner_thread_a_runner_is_asked_again_after_the_next_update(l
     for _ in range(6):
         collected = set()
         for batch in sampler.collect(timeout_s=60):
-            collected |= set((batch[c.EPS_ID] >> 40).tolist())
+            collected |= set((batch[MODULE][c.EPS_ID] >> 40).tolist())
         assert not collected & set(sampler._in_flight)
         assert sampler.weights_updated(algo.learner.module.get_state)  # broadcast_interval 1
         assert set(sampler._in_flight) == {1, 2}
@@ -276,8 +286,10 @@ def test_with_the_learner_thread_a_runner_is_asked_again_after_the_next_update(l
 
 
 def runner_weights(algo) -> list[dict[str, torch.Tensor]]:
-    # Queued behind the runner's sample in flight and any broadcast before it.
-    return algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
+    """Each runner's weights of the default module; the call queues behind the runner's
+    sample in flight and any broadcast before it."""
+    every_module = algo.env_runner_group.foreach_env_runner(lambda runner: runner.get_weights())
+    return [weights[MODULE] for weights in every_module]
 
 
 def test_weights_are_broadcast_every_broadcast_interval_updates(local_ray, build):
@@ -327,12 +339,15 @@ def test_learner_thread_results_lag_one_batch_and_report_every_update_once(local
         assert results[k][m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sum(batch_rows[:k])
     counters = counters_after_drain(algo)
     assert counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sum(batch_rows)
-    assert algo.unreported_learner_stats  # the drained update is reported by the next step
+    # The drained update is reported by the next step (whose own batch is still training).
+    after_drain = algo.train()
+    assert m.POLICY_LOSS in after_drain[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
+    assert after_drain[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == sum(batch_rows)
 
 
 def test_learner_thread_error_reaches_the_driver_with_its_cause(local_ray, build):
     class FailingLearner(APPOLearner):
-        def update(self, batch, num_env_steps_sampled_lifetime=0):
+        def update(self, batch, timestep=0):
             raise ValueError("loss went to NaN on purpose")
 
     algo = build(tiny_config(num_env_runners=1, learner_class=FailingLearner))
@@ -350,12 +365,12 @@ def test_checkpoint_with_a_batch_in_the_learner_thread_saves_it_trained(
     for _ in range(3):
         algo.train()
     path = algo.save_to_path(tmp_path / "ckpt")
-    saved = algo.learner.module.get_state()
+    saved = algo.learner.module[MODULE].get_state()
 
     restored = build(tiny_config(num_env_runners=1))
     restored.restore_from_path(path)
 
-    counters = dict(restored._counters)
+    counters = dict(restored.counters)
     assert counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] == counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     module_state = restored.get_module().get_state()
     assert all(torch.equal(module_state[k], saved[k]) for k in saved)
@@ -368,29 +383,29 @@ def test_reset_config_stops_the_old_learner_thread_and_trains_with_the_new_learn
 ):
     algo = build(tiny_config(num_env_runners=1))
     algo.train()
-    old_thread, old_learner = algo.learner_thread, algo.learner
+    old_group, old_learner = algo.learner_group, algo.learner
 
     assert algo.reset_config(tiny_config(num_env_runners=1, lr=5e-4).to_dict())
     results = [algo.train() for _ in range(2)]
 
-    assert not old_thread.is_alive()
-    assert algo.learner is not old_learner and algo.learner_thread.is_alive()
+    assert learner_threads_alive() == 1  # the old one stopped, the new one runs
+    assert algo.learner_group is not old_group and algo.learner is not old_learner
+    assert algo.learner_group.learner is algo.learner
     assert results[-1][m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID][m.CURR_LR] == 5e-4
     assert_counts(counters_after_drain(algo), 2)
 
-    thread = algo.learner_thread
     algo.stop()
-    assert not thread.is_alive()
+    assert learner_threads_alive() == 0
 
 
 def test_learner_thread_trains_in_order_and_submit_waits_for_room():
     started, release, seen = threading.Event(), threading.Event(), []
 
-    def update(batch: SampleBatch, sampled: int) -> dict:
+    def update(batch: SampleBatch, timestep: int) -> dict:
         started.set()
         release.wait()
-        seen.append(sampled)
-        return {"sampled": float(sampled)}
+        seen.append(timestep)
+        return {MODULE: {"timestep": float(timestep)}}
 
     thread = LearnerThread(update, dict, queue_size=1)
     batch = SampleBatch({c.REWARDS: np.zeros(3, np.float32)})
@@ -404,12 +419,58 @@ def test_learner_thread_trains_in_order_and_submit_waits_for_room():
 
     release.set()
     third.join(timeout=30)
-    outputs = thread.drain()
+    updates = thread.take(max_unfinished=0)
 
     assert seen == [1, 2, 3]
-    assert [o.stats["sampled"] for o in outputs] == [1.0, 2.0, 3.0]
-    assert all(o.num_rows == 3 for o in outputs)
+    assert [u.results[MODULE]["timestep"] for u in updates] == [1.0, 2.0, 3.0]
+    assert all(u.num_env_steps == 3 for u in updates)
     thread.stop()
     assert not thread.is_alive()
     with pytest.raises(LearnerThreadError, match="stopped"):
         thread.submit(batch, 4)
+
+
+# -------------------------------------------------------------------- learner group
+def test_learner_group_without_a_thread_trains_each_batch_when_it_is_given(build):
+    algo = build(tiny_config(IMPALAConfig))
+    group = LearnerGroup(algo.learner)
+    batch = algo.sample_from_runners(TRAIN_BATCH)
+
+    (update,) = group.update(batch, timestep=0, async_update=True)  # no thread: now
+
+    assert update.num_env_steps == len(batch) and update.learn_s > 0
+    module_state = algo.learner.module.get_state()
+    weights = update.get_weights()
+    assert all(torch.equal(weights[MODULE][k], v) for k, v in module_state[MODULE].items())
+    assert group.drain() == [] and group.pop_wait_s() == 0.0
+    results = group.pop_results()
+    assert results[MODULE] == update.results[MODULE]
+    assert group.pop_results() == {}  # each update is reported once
+
+
+def test_learner_group_with_a_thread_returns_updates_as_they_finish(build):
+    algo = build(tiny_config(IMPALAConfig))
+    group = LearnerGroup(algo.learner, queue_size=1)
+    try:
+        first, second = (algo.sample_from_runners(TRAIN_BATCH) for _ in range(2))
+        before = algo.learner.module.get_state()
+
+        assert group.update(first, timestep=0, async_update=True) == []  # still training
+        (update,) = group.update(second, timestep=0, async_update=True)  # the first one's
+        assert update.num_env_steps == len(first)
+        (last,) = group.drain()
+        assert last.num_env_steps == len(second) and group.drain() == []
+
+        # The first update's weights were copied when it finished, before the second.
+        first_weights, now = update.get_weights()[MODULE], algo.learner.module.get_state()
+        assert not all(torch.equal(first_weights[k], before[MODULE][k]) for k in first_weights)
+        assert not all(torch.equal(first_weights[k], now[MODULE][k]) for k in first_weights)
+        stats = group.pop_results()[MODULE]
+        for key in (m.POLICY_LOSS, m.VF_LOSS):
+            assert stats[key] == pytest.approx(
+                np.mean([update.results[MODULE][key], last.results[MODULE][key]])
+            )
+        assert group.pop_wait_s() > 0
+    finally:
+        group.stop()
+    assert learner_threads_alive() == 0

@@ -1,29 +1,52 @@
 """APPO: IMPALA's asynchronous sampling and V-trace with PPO's clipped surrogate against a
 target network (Luo et al. 2020, "IMPACT"), as RLlib's APPO computes it. In the order of the
-algorithm: config -> loss -> learner -> training_step (IMPALA's).
+algorithm: config -> loss -> learner -> training_step. The sampler over the remote runners
+and the learner thread are `tunerl.execution`'s AsyncSampler and LearnerGroup.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from tunerl.algorithms.dqn.dqn import DQNConfig
-from tunerl.algorithms.impala.impala import IMPALA, IMPALAConfig
-from tunerl.algorithms.ppo.ppo import PPOConfig
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import json_number
-from tunerl.core.config import Field, with_defaults
+from tunerl.core.config import AlgorithmConfig
+from tunerl.core.env_runner_group import PendingSample
+from tunerl.core.fields import (
+    ASYNC_LEARNING_FIELDS,
+    CLIPPED_SURROGATE_FIELDS,
+    POLICY_GRADIENT_FIELDS,
+    SGD_FIELDS,
+    TARGET_NETWORK_FIELDS,
+    VTRACE_FIELDS,
+    AsyncLearningFields,
+    ClippedSurrogateFields,
+    Field,
+    PolicyGradientFields,
+    SGDFields,
+    TargetNetworkFields,
+    VTraceFields,
+    with_defaults,
+)
 from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
 from tunerl.core.losses import adapt_kl_coeff, clipped_surrogate, explained_variance
 from tunerl.core.optim import FlatParameters, polyak_update_
 from tunerl.core.rl_module import MultiRLModule, RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
+from tunerl.execution.async_ops import (
+    build_async_learning,
+    drain_learner_group,
+    record_updates,
+    sample_async,
+)
+from tunerl.execution.async_sampling import AsyncSampler
+from tunerl.execution.learner_group import LearnerGroup
 
 # Columns the learner adds: the target network's policy on the batch.
 TARGET_LOGP = "target_action_logp"
@@ -44,6 +67,7 @@ _APPO_DEFAULTS = {
     "num_epochs": 8,
     "grad_clip": 0.5,
     "vf_loss_coeff": 1.0,
+    "entropy_coeff": 0.01,
     "clip_param": 0.2,
     "kl_coeff": 1.0,
     "target_network_update_freq": 1024,
@@ -51,23 +75,33 @@ _APPO_DEFAULTS = {
 }
 
 
-class APPOConfig(IMPALAConfig):
-    """APPO's settings: IMPALA's plus PPO's clip and KL fields and DQN's target-update
-    fields. `target_network_update_freq` counts env steps trained; the KL term is
-    KL(target || current)."""
+class APPOConfig(
+    AlgorithmConfig,
+    SGDFields,
+    PolicyGradientFields,
+    ClippedSurrogateFields,
+    VTraceFields,
+    AsyncLearningFields,
+    TargetNetworkFields,
+):
+    """APPO's settings: AlgorithmConfig's, minibatch SGD's, the actor-critic loss weights,
+    the clipped surrogate's, V-trace's, asynchronous learning's and the target network's
+    (`tunerl.core.fields`). `target_network_update_freq` counts env steps trained; the KL
+    term is KL(target || current). With `num_env_runners=0` the algorithm samples in its own
+    process, synchronously; with N > 0 the runners sample while the learner trains."""
 
-    FIELDS: dict[str, Field] = {
-        **with_defaults(
-            {
-                **IMPALAConfig.FIELDS,
-                **{k: PPOConfig.FIELDS[k] for k in ("clip_param", "use_kl_loss", "kl_coeff")},
-                "kl_target": PPOConfig.FIELDS["kl_target"],
-                "target_network_update_freq": DQNConfig.FIELDS["target_network_update_freq"],
-                "tau": DQNConfig.FIELDS["tau"],
-            },
-            _APPO_DEFAULTS,
-        ),
-    }
+    FIELDS: ClassVar[dict[str, Field]] = with_defaults(
+        {
+            **AlgorithmConfig.FIELDS,
+            **SGD_FIELDS,
+            **POLICY_GRADIENT_FIELDS,
+            **CLIPPED_SURROGATE_FIELDS,
+            **VTRACE_FIELDS,
+            **ASYNC_LEARNING_FIELDS,
+            **TARGET_NETWORK_FIELDS,
+        },
+        _APPO_DEFAULTS,
+    )
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
         super().__init__(algo_class=algo_class or APPO)
@@ -220,8 +254,68 @@ def read_per_module(state: dict[str, Any], name: str, kind: type, live: dict) ->
 
 
 # ----------------------------------------------------------------------- training_step
-class APPO(IMPALA):
-    """IMPALA's training step (as in RLlib, APPO is an IMPALA) with APPO's learner."""
-
+class APPO(Algorithm):
     config_class = APPOConfig
     learner_class = APPOLearner
+
+    async_sampler: AsyncSampler | None = None  # None: the local runner samples
+    learner_group: LearnerGroup | None = None
+
+    def build_algorithm_state(self) -> None:
+        if self.learner_group is not None:  # reset_config: the last trial's thread
+            self.learner_group.stop()
+        self.async_sampler, self.learner_group = build_async_learning(self)
+
+    def training_step(self) -> dict[str, Any]:
+        """One learner update (SGD epochs, KL coefficient, target network) on at least
+        `train_batch_size_per_learner` env steps. With a learner thread the update runs in
+        the background: the step reports the updates that finished, which lag the batch it
+        hands over by up to `learner_queue_size`."""
+        # 1. sample: the local runner's batch now, or what the remote runners have ready
+        if self.async_sampler is None:
+            batch = self.sample_from_runners(self.config.train_batch_size_per_learner)
+        else:
+            batch = sample_async(self, self.async_sampler)
+        # 2. learn: here, or in the learner thread (then: the updates that finished meanwhile)
+        updates = self.learner_group.update(batch, self.timestep, async_update=True)
+        # 3. sync: count what each finished update trained, send its weights to the runners
+        record_updates(self, self.learner_group, updates, self.async_sampler)
+        if self.async_sampler is None:
+            self.sync_weights()  # free: the local runner acts with the learner's module
+        return {m.LEARNER_RESULTS: self.learner_group.pop_results()}
+
+    # What reads or replaces the learner's state waits for the learner thread first.
+    def wait_for_learner(self) -> None:
+        drain_learner_group(self, self.learner_group, self.async_sampler)
+
+    def get_module(self, module_id: str = c.DEFAULT_MODULE_ID) -> RLModule:
+        self.wait_for_learner()
+        return super().get_module(module_id)
+
+    def sync_weights(self) -> None:
+        self.wait_for_learner()
+        super().sync_weights()
+
+    def _start_evaluation(self) -> PendingSample:
+        self.wait_for_learner()
+        return super()._start_evaluation()
+
+    def save_checkpoint(self, checkpoint_dir: str) -> str:
+        self.wait_for_learner()
+        return super().save_checkpoint(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        self.wait_for_learner()
+        super().load_checkpoint(checkpoint)
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        # A restore: runners start fresh episodes, so samples in flight are not wanted, nor
+        # the results of updates before it.
+        self.learner_group.pop_results()
+        if self.async_sampler is not None:
+            self.async_sampler.forget_requests()
+
+    def cleanup(self) -> None:
+        if self.learner_group is not None:
+            self.learner_group.stop()
+        super().cleanup()

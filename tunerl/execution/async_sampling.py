@@ -2,47 +2,36 @@
 
 IMPALA and APPO (Espeholt et al. 2018) let runners act with slightly stale weights instead
 of waiting for the learner: while the driver trains on one batch, the runners already sample
-the next. `AsyncSampler.collect()` returns what is ready (waiting only while nothing is) and
-at once asks that runner for more; `weights_updated()` broadcasts new weights, one `ray.put`
-and its reference to every runner, every `broadcast_interval` learner updates. A broadcast
-queues behind the runner's request in flight, so the runner's next sample uses it.
+the next. `AsyncSampler.sample()` returns at least a train batch of what is ready (waiting
+only while nothing is) and at once asks each runner it took from for more;
+`weights_updated()` broadcasts new weights, one `ray.put` and its reference to every runner,
+every `broadcast_interval` learner updates. A broadcast queues behind the runner's request
+in flight, so the runner's next sample uses it.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tunerl.core.env_runner_group import EnvRunnerFailure, EnvRunnerGroup
-from tunerl.core.sample_batch import SampleBatch
-
-logger = logging.getLogger(__name__)
-
-
-def request_timesteps(config: Any, num_runners: int) -> int:
-    """Env steps one runner samples per request: `rollout_fragment_length` per sub-env, or
-    with 'auto' an equal share of the train batch."""
-    fragment = config.rollout_fragment_length
-    if fragment == "auto":
-        return math.ceil(config.train_batch_size_per_learner / max(1, num_runners))
-    return fragment * config.num_envs_per_env_runner
+from tunerl.core.sample_batch import MultiAgentBatch, concat_samples
 
 
 class AsyncSampler:
-    """Keeps one `sample` request in flight on every remote runner of `group`."""
+    """Keeps one `sample(num_env_steps_per_request)` request in flight on every remote
+    runner of `group` (`config.env_steps_per_sample()`: a rollout fragment per sub-env)."""
 
     def __init__(
         self,
         group: EnvRunnerGroup,
-        num_timesteps: int,
+        num_env_steps_per_request: int,
         broadcast_interval: int,
         request_after_update: bool = False,
     ):
         self.group = group
-        self.num_timesteps = num_timesteps
+        self.num_env_steps_per_request = num_env_steps_per_request
         self.broadcast_interval = broadcast_interval
         # False: a runner gets its next request as soon as its sample is collected (the
         # learner trains in the collecting thread, so the runner samples meanwhile). True:
@@ -57,7 +46,7 @@ class AsyncSampler:
     def _request(self, index: int, actor: Any) -> None:
         # An actor runs its calls in order: the metrics call returns those of this sample.
         self._in_flight[index] = (
-            actor.sample.remote(self.num_timesteps),
+            actor.sample.remote(self.num_env_steps_per_request),
             actor.get_metrics.remote(),
         )
 
@@ -70,7 +59,15 @@ class AsyncSampler:
             if index not in self._in_flight:
                 self._request(index, actor)
 
-    def collect(self, timeout_s: float) -> list[SampleBatch]:
+    def sample(self, min_env_steps: int, timeout_s: float) -> MultiAgentBatch:
+        """At least `min_env_steps` env steps, collected from the runners as their samples
+        come in (`collect`), concatenated."""
+        batches: list[MultiAgentBatch] = []
+        while sum(len(batch) for batch in batches) < min_env_steps:
+            batches += self.collect(timeout_s)
+        return concat_samples(batches)
+
+    def collect(self, timeout_s: float) -> list[MultiAgentBatch]:
         """The samples that are ready, waiting up to `timeout_s` only while none is; adds each
         runner's episode metrics to the group. Raises `EnvRunnerFailure` if nothing came."""
         import ray
