@@ -143,11 +143,6 @@ def test_every_field_of_algorithm_config_has_a_static_type():
     assert AlgorithmConfig.field_types()["rl_module_spec"] == (tunerl.RLModuleSpec | None)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13: each algorithm's config annotates its fields when it "
-    "composes the groups (the lead's switch)",
-)
 @pytest.mark.parametrize("algo_name", sorted(tunerl.ALGORITHMS))
 def test_every_field_of_every_registered_algorithm_has_a_static_type(algo_name):
     check_static_types(tunerl.ALGORITHMS[algo_name].config_class)

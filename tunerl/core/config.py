@@ -20,25 +20,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ray.tune.tune import _Config
 
-# NUMBER, with_defaults and _f are imported from here by the algorithm files until they
-# import tunerl.core.fields.
-from tunerl.core.fields import (  # noqa: F401
+from tunerl.core.fields import (
     BASE_FIELDS,
-    NUMBER,
-    SGD_FIELDS,
     BaseFields,
     ConfigError,
     Field,
-    SGDFields,
-    field,
     is_search_space,
-    with_defaults,
 )
 
 if TYPE_CHECKING:
     from tunerl.core.algorithm import Algorithm
 
-_f = field  # the old private name, until the algorithm files import `field`
 _UNSET = object()
 _Self = TypeVar("_Self", bound="AlgorithmConfig")
 # What a custom module class sets to list the model_config keys it reads; without it, a
@@ -59,13 +51,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" Did you mean one of {', '.join(repr(c) for c in close)}?"
 
 
-# Until every algorithm's config composes SGD_FIELDS itself (issue 13), the base keeps lr,
-# minibatch_size and num_epochs. The switch: FIELDS = BASE_FIELDS below, and SGDFields out
-# of AlgorithmConfig's bases.
-LEGACY_BASE_FIELDS = SGD_FIELDS
-
-
-class AlgorithmConfig(BaseFields, SGDFields, _Config):
+class AlgorithmConfig(BaseFields, _Config):
     """Settings of an algorithm; `PPOConfig` and friends add the fields they read.
 
     Works as a Tune `param_space` (Tune calls `to_dict()`), and `Algorithm(config=dict)`
@@ -74,7 +60,7 @@ class AlgorithmConfig(BaseFields, SGDFields, _Config):
     """
 
     algo_class: type[Algorithm] | None = None
-    FIELDS: ClassVar[dict[str, Field]] = {**BASE_FIELDS, **LEGACY_BASE_FIELDS}
+    FIELDS: ClassVar[dict[str, Field]] = dict(BASE_FIELDS)
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
         if algo_class is not None:
