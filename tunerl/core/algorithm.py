@@ -436,12 +436,19 @@ class Algorithm(tune.Trainable):
         """Adds to `num_env_steps_trained_lifetime` (the rows a learner update trained on)."""
         self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += num_env_steps
 
+    def wait_for_learner(self) -> None:
+        """Waits until the learner has trained every batch it was given, so its state can be
+        read or replaced: called before `get_module`, `sync_weights`, evaluation, saving and
+        restoring. A no-op here; an algorithm whose learner trains in the background (IMPALA,
+        APPO) waits for it."""
+
     def sync_weights(self) -> None:
         """Sends the learner's current weights, `{module_id: weights}`, to every env runner
         (training and evaluation), timed under `timers/sync`: one `ray.put`, then the
         reference to each actor. A local runner on the learner's device acts with the
         learner's modules themselves, so its sync costs nothing (for DQN and SAC, which sync
         after every few env steps, copying was a fifth of the run time)."""
+        self.wait_for_learner()
         with self.timer(m.SYNC_TIMER):
             weights = None
             for group in (self.env_runner_group, self.eval_env_runner_group):
@@ -469,6 +476,7 @@ class Algorithm(tune.Trainable):
     def _start_evaluation(self) -> PendingSample:
         """Sends the learner's weights to the evaluation runners and starts their sample
         (remote runners: without waiting for it)."""
+        self.wait_for_learner()
         group = self.eval_env_runner_group
         if group is None:  # evaluate() called without an evaluation_interval
             group = self.eval_env_runner_group = self._make_evaluation_group()
@@ -499,6 +507,7 @@ class Algorithm(tune.Trainable):
 
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule:
         """The module `module_id` being trained (the learner's copy, always current)."""
+        self.wait_for_learner()
         if module_id not in self.learner.module:
             raise KeyError(
                 f"No module {module_id!r}; this algorithm trains {self.learner.module.keys()}."
@@ -507,6 +516,7 @@ class Algorithm(tune.Trainable):
 
     # -------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, checkpoint_dir: str) -> str:
+        self.wait_for_learner()
         directory = Path(checkpoint_dir)
         write_learner_state(directory, self.learner)
         checkpoint_io.save_tensors(directory / RNG_FILE, {"torch": torch.get_rng_state()})
@@ -533,6 +543,7 @@ class Algorithm(tune.Trainable):
         """Tune's hook (called by `restore`, `restore_from_path` and Tune's own restore of a
         trial): reads and checks the whole checkpoint, then applies it. A checkpoint that
         fails any check raises CheckpointError and changes nothing."""
+        self.wait_for_learner()
         if not isinstance(checkpoint, str | os.PathLike):
             raise CheckpointError(
                 "tunerl checkpoints are directories of JSON and tensors; got a dict checkpoint "

@@ -440,7 +440,8 @@ class TargetNetworkFields:
         "target_network_update_freq, every that many env steps.",
         *NUMBER, low=0, low_exclusive=True, high=1)
     target_network_update_freq: int = field("training", 500,
-        "Env steps sampled between hard target updates (tau = 1).", int, low=1)
+        "Env steps between hard target updates (tau = 1): DQN counts the env steps it "
+        "sampled, APPO those it trained on (each sampled step is trained on once).", int, low=1)
 # fmt: on
 
 

@@ -15,7 +15,6 @@ from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.config import AlgorithmConfig
-from tunerl.core.env_runner_group import PendingSample
 from tunerl.core.fields import (
     ASYNC_LEARNING_FIELDS,
     POLICY_GRADIENT_FIELDS,
@@ -163,29 +162,8 @@ class IMPALA(Algorithm):
             self.sync_weights()  # free: the local runner acts with the learner's module
         return {m.LEARNER_RESULTS: self.learner_group.pop_results()}
 
-    # What reads or replaces the learner's state waits for the learner thread first.
     def wait_for_learner(self) -> None:
         drain_learner_group(self, self.learner_group, self.async_sampler)
-
-    def get_module(self, module_id: str = c.DEFAULT_MODULE_ID) -> RLModule:
-        self.wait_for_learner()
-        return super().get_module(module_id)
-
-    def sync_weights(self) -> None:
-        self.wait_for_learner()
-        super().sync_weights()
-
-    def _start_evaluation(self) -> PendingSample:
-        self.wait_for_learner()
-        return super()._start_evaluation()
-
-    def save_checkpoint(self, checkpoint_dir: str) -> str:
-        self.wait_for_learner()
-        return super().save_checkpoint(checkpoint_dir)
-
-    def load_checkpoint(self, checkpoint: str | dict) -> None:
-        self.wait_for_learner()
-        super().load_checkpoint(checkpoint)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A restore: runners start fresh episodes, so samples in flight are not wanted, nor
