@@ -18,7 +18,7 @@ import torch
 from ray import tune
 
 from tunerl import PPO, Algorithm, CheckpointError, RLModule
-from tunerl.core import checkpoint_io
+from tunerl.core import checkpoint_io, class_resolution
 from tunerl.core import checkpoint_layout as layout
 from tunerl.core import columns as c
 from tunerl.core.learner import DEFAULT_OPTIMIZER
@@ -240,7 +240,7 @@ def test_allow_import_names_the_packages_a_load_may_import(tmp_path, monkeypatch
     assert type(loaded).__name__ == "Wide" and marker.exists()
     assert torch.equal(loaded.get_state()["net.weight"], module.get_state()["net.weight"])
     monkeypatch.delitem(sys.modules, "trusted_models")
-    monkeypatch.setenv(checkpoint_io.ALLOW_IMPORT_ENV, "other,trusted_models")
+    monkeypatch.setenv(class_resolution.ALLOW_IMPORT_ENV, "other,trusted_models")
     assert type(RLModule.from_checkpoint(path)).__name__ == "Wide"
 
 

@@ -34,7 +34,7 @@ from ray.tune.trainable import trainable as tune_trainable
 
 from tunerl._version import __version__
 from tunerl.core import checkpoint_fields as fields
-from tunerl.core import checkpoint_io
+from tunerl.core import checkpoint_io, class_resolution
 from tunerl.core import metrics as m
 from tunerl.core.algorithm_checkpoint import (
     read_learner_state,
@@ -62,6 +62,7 @@ from tunerl.core.sample_batch import MultiAgentBatch
 from tunerl.env.registry import make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
+
 
 class Algorithm(tune.Trainable):
     """Base of all algorithms. Build one with `config.build_algo()`, or let Tune build it
@@ -523,7 +524,7 @@ class Algorithm(tune.Trainable):
         checkpoint_io.write_json(
             directory / STATE_FILE,
             {
-                "algo_class": checkpoint_io.class_path(type(self)),
+                "algo_class": class_resolution.class_path(type(self)),
                 "tunerl_version": __version__,
                 "config": config_to_json(self.config),
                 "counters": self.counters,
@@ -666,7 +667,7 @@ class Algorithm(tune.Trainable):
         with checkpoint_io.CheckpointReader(path) as reader:
             state = fields.json_object(reader, STATE_FILE)
             where = f"{reader.path(STATE_FILE)}: algo_class"
-            algo_class = checkpoint_io.resolve_class(
+            algo_class = class_resolution.resolve_class(
                 state.get("algo_class"), Algorithm, where, allow_import
             )
             if not issubclass(algo_class, cls):

@@ -1,5 +1,5 @@
 """A config as JSON values, for checkpoints: classes by import path, a module spec by its
-parts; and back, under the rules of `checkpoint_io.resolve_class` (nothing named in a file
+parts; and back, under the rules of `class_resolution.resolve_class` (nothing named in a file
 is imported or called)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tunerl.core import checkpoint_io
+from tunerl.core import class_resolution
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.checkpoint_io import CheckpointError
 from tunerl.core.config import AlgorithmConfig, ConfigError
@@ -29,12 +29,12 @@ def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in config.to_dict().items():
         if isinstance(value, type):
-            value = {_CLASS_KEY: checkpoint_io.class_path(value)}
+            value = {_CLASS_KEY: class_resolution.class_path(value)}
         elif isinstance(value, RLModuleSpec):
             value = {
                 _SPEC_KEY: {
                     "module_class": value.module_class
-                    and checkpoint_io.class_path(value.module_class),
+                    and class_resolution.class_path(value.module_class),
                     "model_config": value.model_config,
                 }
             }
@@ -54,7 +54,7 @@ def config_from_json(
     allow_import: Sequence[str] = (),
 ) -> AlgorithmConfig:
     """The config `config_to_json` wrote. Classes resolve only as
-    `checkpoint_io.resolve_class` allows (nothing is imported unless `allow_import` says so);
+    `class_resolution.resolve_class` allows (nothing is imported unless `allow_import` says so);
     `env` only to a Gymnasium id or a `register_env` name (nothing named in the file is
     called). `where` names the file, for errors."""
     if not isinstance(data, dict):
@@ -70,7 +70,7 @@ def config_from_json(
                     f"{field} names a class ({value[_CLASS_KEY]!r}); a checkpoint may name "
                     f"classes only in {sorted(_CLASS_FIELDS)} and the module spec."
                 )
-            value = checkpoint_io.resolve_class(
+            value = class_resolution.resolve_class(
                 value[_CLASS_KEY], _CLASS_FIELDS[name], field, allow_import
             )
         elif isinstance(value, dict) and _SPEC_KEY in value:
@@ -79,7 +79,7 @@ def config_from_json(
                 raise CheckpointError(
                     f"{field} must hold 'module_class' and a 'model_config' object; got {spec!r}."
                 )
-            module_class = spec.get("module_class") and checkpoint_io.resolve_class(
+            module_class = spec.get("module_class") and class_resolution.resolve_class(
                 spec["module_class"], RLModule, f"{field}.module_class", allow_import
             )
             value = RLModuleSpec(module_class=module_class, model_config=spec["model_config"])

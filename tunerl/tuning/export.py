@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from tunerl.core import checkpoint_fields, checkpoint_io, checkpoint_layout
+from tunerl.core import checkpoint_fields, checkpoint_io, checkpoint_layout, class_resolution
 from tunerl.core import metrics as m
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import ConfigError
@@ -113,7 +113,7 @@ def evaluate_checkpoint(
     with checkpoint_io.CheckpointReader(path) as reader:
         saved = _read_saved(reader)
         module_dir = reader.directory / _module_dir(saved, module_id, reader.directory)
-        algo_class = checkpoint_io.resolve_class(
+        algo_class = class_resolution.resolve_class(
             saved.state.get("algo_class"), Algorithm, f"{saved.where}: algo_class", allow_import
         )
         config = config_from_json(algo_class, saved.state.get("config"), saved.where, allow_import)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunerl.core import checkpoint_io, columns, spaces_json
+from tunerl.core import checkpoint_io, class_resolution, columns, spaces_json
 from tunerl.core.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
 MODULE_STATE_FILE = "module_state.pt"
@@ -269,7 +269,9 @@ class RLModuleSpec:
 
     def to_json(self) -> dict:
         return {
-            "module_class": checkpoint_io.class_path(self.module_class or default_module_class()),
+            "module_class": class_resolution.class_path(
+                self.module_class or default_module_class()
+            ),
             "observation_space": spaces_json.space_to_json(self.observation_space),
             "action_space": spaces_json.space_to_json(self.action_space),
             "model_config": self.model_config,
@@ -284,7 +286,7 @@ class RLModuleSpec:
         where: str | os.PathLike = MODULE_SPEC_FILE,
     ) -> RLModuleSpec:
         """The spec `to_json` wrote; the module class resolves as
-        `checkpoint_io.resolve_class` allows (never by importing an unlisted module)."""
+        `class_resolution.resolve_class` allows (never by importing an unlisted module)."""
         error = checkpoint_io.CheckpointError
         if not isinstance(data, dict):
             raise error(f"{where} must hold a JSON object, not {type(data).__name__}.")
@@ -306,7 +308,7 @@ class RLModuleSpec:
                     f"{where}: {name} = {data[name]!r} is not a valid space "
                     f"({type(cause).__name__}: {cause})."
                 ) from None
-        module_class = checkpoint_io.resolve_class(
+        module_class = class_resolution.resolve_class(
             data["module_class"], RLModule, f"{where}: module_class", allow_import
         )
         return cls(
