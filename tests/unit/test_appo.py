@@ -85,7 +85,7 @@ def test_trains_with_the_local_runner_and_reports_its_stats(config_class, build)
 
     results = [algo.train() for _ in range(3)]
 
-    assert algo.async_sampler is None
+    assert algo.async_learning.sampler is None
     stats = results[-1][m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID]
     for key in (m.POLICY_LOSS, m.VF_LOSS, m.ENTROPY, m.VF_EXPLAINED_VAR, m.GRAD_NORM):
         assert np.isfinite(stats[key]), key
@@ -235,8 +235,8 @@ def test_trains_with_remote_runners_sampling_asynchronously(
 
     results = [algo.train() for _ in range(3)]
 
-    assert isinstance(algo.async_sampler, AsyncSampler)
-    assert algo.learner_group.has_thread and learner_threads_alive() == 1
+    assert isinstance(algo.async_learning.sampler, AsyncSampler)
+    assert algo.async_learning.learner_group.has_thread and learner_threads_alive() == 1
     for result in results:
         assert result[m.ENV_RUNNER_RESULTS][m.NUM_ENV_STEPS_SAMPLED] >= TRAIN_BATCH
         assert 0 <= result[m.TIMERS][m.SAMPLE_WAIT_TIMER] <= result[m.TIMERS][m.SAMPLE_TIMER]
@@ -251,14 +251,14 @@ def test_without_the_learner_thread_each_step_trains_its_own_batch(local_ray, bu
 
     results = [algo.train() for _ in range(2)]
 
-    assert not algo.learner_group.has_thread
+    assert not algo.async_learning.learner_group.has_thread
     assert_counts(results[-1], 2)
     assert all(m.POLICY_LOSS in r[m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID] for r in results)
 
 
 def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, build):
     algo = build(tiny_config(num_env_runners=2, learner_queue_size=0))
-    sampler = algo.async_sampler
+    sampler = algo.async_learning.sampler
     runners = set()
     for _ in range(10):
         for batch in sampler.collect(timeout_s=60):
@@ -271,7 +271,7 @@ def test_batches_come_from_every_runner_and_requests_stay_in_flight(local_ray, b
 def test_with_the_learner_thread_a_runner_is_asked_again_after_the_next_update(local_ray, build):
     # So it samples with weights one update old: the update on the batch before its last.
     algo = build(tiny_config(num_env_runners=2))
-    sampler = algo.async_sampler
+    sampler = algo.async_learning.sampler
     assert sampler.request_after_update
     runners = set()
     for _ in range(6):
@@ -383,14 +383,14 @@ def test_reset_config_stops_the_old_learner_thread_and_trains_with_the_new_learn
 ):
     algo = build(tiny_config(num_env_runners=1))
     algo.train()
-    old_group, old_learner = algo.learner_group, algo.learner
+    old_group, old_learner = algo.async_learning.learner_group, algo.learner
 
     assert algo.reset_config(tiny_config(num_env_runners=1, lr=5e-4).to_dict())
     results = [algo.train() for _ in range(2)]
 
     assert learner_threads_alive() == 1  # the old one stopped, the new one runs
-    assert algo.learner_group is not old_group and algo.learner is not old_learner
-    assert algo.learner_group.learner is algo.learner
+    assert algo.async_learning.learner_group is not old_group and algo.learner is not old_learner
+    assert algo.async_learning.learner_group.learner is algo.learner
     assert results[-1][m.LEARNER_RESULTS][c.DEFAULT_MODULE_ID][m.CURR_LR] == 5e-4
     assert_counts(counters_after_drain(algo), 2)
 

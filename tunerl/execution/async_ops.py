@@ -1,6 +1,7 @@
-"""The asynchronous training step's pieces (IMPALA, APPO): an `AsyncSampler` over the remote
-runners and a `LearnerGroup`, built from the config, and the algorithm's side of each step,
-through its public API only (`timer`, `add_time`, `count_trained_steps`, `callbacks`).
+"""The asynchronous training step IMPALA and APPO share: `AsyncLearning` owns an
+`AsyncSampler` over the remote runners and a `LearnerGroup`, built from the config, and runs
+the step through the algorithm's public API only (`sample_from_runners`, `timer`, `add_time`,
+`count_trained_steps`, `sync_weights`, `callbacks`):
 
     batch = sample_async(algo, sampler)                                # 1. sample
     updates = learner_group.update(batch, algo.timestep, async_update=True)  # 2. learn
@@ -9,7 +10,7 @@ through its public API only (`timer`, `add_time`, `count_trained_steps`, `callba
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunerl.core import metrics as m
 from tunerl.core.sample_batch import MultiAgentBatch
@@ -79,3 +80,43 @@ def drain_learner_group(
     updates, so the learner's state can be read or replaced; their results are reported by
     the next training step. A no-op without a thread."""
     record_updates(algo, learner_group, learner_group.drain(), sampler)
+
+
+class AsyncLearning:
+    """An algorithm's asynchronous sampling and learning: `sampler` (None with
+    num_env_runners=0: the local runner samples, synchronously) and `learner_group` (with a
+    learner thread when remote runners sample and `learner_queue_size > 0`)."""
+
+    def __init__(self, algo: Algorithm):
+        self.sampler, self.learner_group = build_async_learning(algo)
+
+    def training_step(self, algo: Algorithm) -> dict[str, Any]:
+        """One learner update on at least `train_batch_size_per_learner` env steps. With a
+        learner thread the update runs in the background: the step reports the updates
+        that finished, which lag the batch it hands over by up to `learner_queue_size`."""
+        # 1. sample: the local runner's batch now, or what the remote runners have ready
+        if self.sampler is None:
+            batch = algo.sample_from_runners(algo.config.train_batch_size_per_learner)
+        else:
+            batch = sample_async(algo, self.sampler)
+        # 2. learn: here, or in the learner thread (then: the updates that finished meanwhile)
+        updates = self.learner_group.update(batch, algo.timestep, async_update=True)
+        # 3. sync: count what each finished update trained, send its weights to the runners
+        record_updates(algo, self.learner_group, updates, self.sampler)
+        if self.sampler is None:
+            algo.sync_weights()  # free: the local runner acts with the learner's module
+        return {m.LEARNER_RESULTS: self.learner_group.pop_results()}
+
+    def wait(self, algo: Algorithm) -> None:
+        """Waits for the learner thread (`Algorithm.wait_for_learner`)."""
+        drain_learner_group(algo, self.learner_group, self.sampler)
+
+    def forget(self) -> None:
+        """After a restore: runners start fresh episodes, so samples in flight are not
+        wanted, nor the results of updates before it."""
+        self.learner_group.pop_results()
+        if self.sampler is not None:
+            self.sampler.forget_requests()
+
+    def stop(self) -> None:
+        self.learner_group.stop()

@@ -32,14 +32,7 @@ from tunerl.core.losses import explained_variance
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.vtrace import add_vtrace
-from tunerl.execution.async_ops import (
-    build_async_learning,
-    drain_learner_group,
-    record_updates,
-    sample_async,
-)
-from tunerl.execution.async_sampling import AsyncSampler
-from tunerl.execution.learner_group import LearnerGroup
+from tunerl.execution.async_ops import AsyncLearning
 
 # ----------------------------------------------------------------------------- config
 _IMPALA_DEFAULTS = {
@@ -137,42 +130,29 @@ class IMPALA(Algorithm):
     config_class = IMPALAConfig
     learner_class = IMPALALearner
 
-    async_sampler: AsyncSampler | None = None  # None: the local runner samples
-    learner_group: LearnerGroup | None = None
+    async_learning: AsyncLearning | None = None
 
     def build_algorithm_state(self) -> None:
-        if self.learner_group is not None:  # reset_config: the last trial's thread
-            self.learner_group.stop()
-        self.async_sampler, self.learner_group = build_async_learning(self)
+        if self.async_learning is not None:  # reset_config: the last trial's thread
+            self.async_learning.stop()
+        self.async_learning = AsyncLearning(self)
 
     def training_step(self) -> dict[str, Any]:
-        """One learner update on at least `train_batch_size_per_learner` env steps. With a
-        learner thread the update runs in the background: the step reports the updates
-        that finished, which lag the batch it hands over by up to `learner_queue_size`."""
-        # 1. sample: the local runner's batch now, or what the remote runners have ready
-        if self.async_sampler is None:
-            batch = self.sample_from_runners(self.config.train_batch_size_per_learner)
-        else:
-            batch = sample_async(self, self.async_sampler)
-        # 2. learn: here, or in the learner thread (then: the updates that finished meanwhile)
-        updates = self.learner_group.update(batch, self.timestep, async_update=True)
-        # 3. sync: count what each finished update trained, send its weights to the runners
-        record_updates(self, self.learner_group, updates, self.async_sampler)
-        if self.async_sampler is None:
-            self.sync_weights()  # free: the local runner acts with the learner's module
-        return {m.LEARNER_RESULTS: self.learner_group.pop_results()}
+        """The asynchronous step IMPALA and APPO share (`AsyncLearning.training_step`):
+        sample what the runners have ready; a learner update, in the background thread
+        when there is one (V-trace with the current policy, minibatch SGD);
+        report the updates that finished and broadcast their weights."""
+        return self.async_learning.training_step(self)
 
     def wait_for_learner(self) -> None:
-        drain_learner_group(self, self.learner_group, self.async_sampler)
+        if self.async_learning is not None:
+            self.async_learning.wait(self)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        # A restore: runners start fresh episodes, so samples in flight are not wanted, nor
-        # the results of updates before it.
-        self.learner_group.pop_results()
-        if self.async_sampler is not None:
-            self.async_sampler.forget_requests()
+        del state  # the learner's state is all there is
+        self.async_learning.forget()
 
     def cleanup(self) -> None:
-        if self.learner_group is not None:
-            self.learner_group.stop()
+        if self.async_learning is not None:
+            self.async_learning.stop()
         super().cleanup()
