@@ -77,7 +77,7 @@ def run_tunerl(args: argparse.Namespace, clock) -> dict:
 
 
 def run_tunerl_update(args: argparse.Namespace, clock) -> dict:
-    """`algo.learner.update()` on one replayed batch, and `algo.replay_buffer.sample()`,
+    """`algo.learner.update()` on one replayed batch, and `algo.replay.sample()`,
     after training iterations that sampled FILL_STEPS env steps (and so began to learn)."""
     from tunerl.experiments import load_experiment
 
@@ -88,9 +88,8 @@ def run_tunerl_update(args: argparse.Namespace, clock) -> dict:
     while env_steps < FILL_STEPS:
         env_steps = int(algo.train()["num_env_steps_sampled_lifetime"])
     batch_size = config.train_batch_size_per_learner
-    buffer = algo.replay_buffer
-    sample_ms = ms_per_call(lambda: buffer.sample(batch_size))
-    replay = buffer.sample(batch_size)
+    sample_ms = ms_per_call(lambda: algo.replay.sample(batch_size))
+    replay, _ = algo.replay.sample(batch_size)
     update_ms = ms_per_call(lambda: algo.learner.update(replay, env_steps))
     algo.stop()
     return {
