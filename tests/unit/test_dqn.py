@@ -37,7 +37,6 @@ def tiny_dqn_config(env: Any = "CartPole-v1", seed: int = 0, **training: Any) ->
     settings = {
         "num_steps_sampled_before_learning_starts": 32,
         "train_batch_size_per_learner": 32,
-        "minibatch_size": 32,
         "training_intensity": 8.0,
         "epsilon": EPSILON_SCHEDULE,
         # Pinned rather than taken from the defaults, which are tuned for CartPole separately.

@@ -31,7 +31,6 @@ def tiny_sac_config(env: Any = "Pendulum-v1", seed: int = 0, **training: Any) ->
     settings = {
         "num_steps_sampled_before_learning_starts": 50,
         "train_batch_size_per_learner": 32,
-        "minibatch_size": 32,
         "training_intensity": 8.0,
         "replay_buffer_config": {"type": "ReplayBuffer", "capacity": 2000},
         "n_step": 1,
