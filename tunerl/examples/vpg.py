@@ -1,54 +1,40 @@
-"""Vanilla policy gradient (REINFORCE with reward-to-go, Williams 1992) on tunerl's public API."""
+"""REINFORCE with returns-to-go (Williams 1992): a postprocessing and a loss, the rest default."""
 
 import numpy as np
 import torch
 
-from tunerl import Algorithm, AlgorithmConfig, Learner, SampleBatch
-from tunerl.core.config import Field, with_defaults
+from tunerl import Algorithm, AlgorithmConfig, Learner, LossOutput, SampleBatch
+from tunerl.core import columns as c
+from tunerl.core.fields import LR_FIELDS, LRFields, field, own_fields, with_defaults
 from tunerl.core.postprocessing import compute_gae, trajectory_ends
-from tunerl.execution import synchronous_parallel_sample, train_one_step
-
-# One gradient step on the whole batch per update: minibatches larger than any batch.
-_DEFAULTS = {"lr": 1e-2, "minibatch_size": 10**6, "train_batch_size_per_learner": 10**6}
 
 
-class VPGConfig(AlgorithmConfig):
-    FIELDS = {
-        **with_defaults(AlgorithmConfig.FIELDS, _DEFAULTS),
-        "episodes_per_batch": Field("training", 16, "Whole episodes per update.", (int,), low=1),
-    }
+class VPGConfig(AlgorithmConfig, LRFields):
+    baseline: bool = field("training", True, "Centre and scale the returns over the batch.", bool)
+    _tuned = {"lr": 5e-3, "num_envs_per_env_runner": 8, "train_batch_size_per_learner": 2000}
+    FIELDS = with_defaults({**AlgorithmConfig.FIELDS, **LR_FIELDS, **own_fields(locals())}, _tuned)
 
     def __init__(self, algo_class: type[Algorithm] | None = None):
         super().__init__(algo_class=algo_class or VPG)
 
 
-def vpg_loss(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """-mean(log pi(a|s) * A), A the reward-to-go normalized over the batch (a baseline)."""
-    dist = module.get_action_dist_cls()(module.forward_train(batch)["action_dist_inputs"])
-    returns = batch[SampleBatch.ADVANTAGES]
-    advantages = (returns - returns.mean()) / (returns.std() + 1e-8)
-    loss = -(dist.logp(batch[SampleBatch.ACTIONS]) * advantages).mean()
-    return loss, {"policy_loss": loss.detach(), "entropy": dist.entropy().mean().detach()}
-
-
 class VPGLearner(Learner):
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        return vpg_loss(self.module, batch)
+    def postprocess_batch(self, module_id: str, batch: SampleBatch) -> SampleBatch:
+        """Returns-to-go: GAE with V = 0, lambda = 1 (no critic: a fragment's cut ends them)."""
+        done, zeros, gamma = batch[c.TERMINATEDS], np.zeros(len(batch)), self.config.gamma
+        ends = trajectory_ends(batch)
+        batch[c.ADVANTAGES] = compute_gae(batch[c.REWARDS], zeros, zeros, done, ends, gamma, 1)[0]
+        return batch
+
+    def compute_loss_for_module(self, module_id: str, batch: dict[str, torch.Tensor]) -> LossOutput:
+        module, returns = self.module[module_id], batch[c.ADVANTAGES]
+        if self.config.baseline:  # a constant baseline: less variance, the same expected gradient
+            returns = (returns - returns.mean()) / (returns.std() + 1e-8)
+        dist = module.get_action_dist_cls()(module.forward_train(batch)[c.ACTION_DIST_INPUTS])
+        loss = -(dist.logp(batch[c.ACTIONS]) * returns).mean()
+        stats = {"policy_loss": loss.item(), "entropy": dist.entropy().mean().item()}
+        return LossOutput(loss, stats)
 
 
 class VPG(Algorithm):
     config_class, learner_class = VPGConfig, VPGLearner
-
-    def training_step(self) -> dict:
-        batch = synchronous_parallel_sample(
-            worker_set=self.env_runner_group, max_episodes=self.config.episodes_per_batch
-        )
-        # Reward-to-go is GAE with lambda = 1 and no critic (V = 0), on whole episodes.
-        zeros, ends = np.zeros(len(batch)), trajectory_ends(batch)
-        terminateds = batch[SampleBatch.TERMINATEDS]
-        batch[SampleBatch.ADVANTAGES], _ = compute_gae(
-            batch[SampleBatch.REWARDS], zeros, zeros, terminateds, ends, self.config.gamma, 1.0
-        )
-        results = train_one_step(self, batch)  # {"learners": {"default_policy": stats}}
-        self.sync_weights()  # one ray.put, the reference to every runner
-        return results
