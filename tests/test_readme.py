@@ -52,3 +52,9 @@ def test_the_custom_loss_example_trains_and_reports_its_term():
     finally:
         algo.stop()
     assert stats["l2"] > 0
+
+
+def test_the_vpg_file_in_the_readme_is_the_example_as_it_is():
+    source = (README.parent / "tunerl" / "examples" / "vpg.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert source in blocks

@@ -27,6 +27,8 @@ from tunerl.core.rl_module import (
 )
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from tunerl.env.registry import EnvError, register_env
+from tunerl.examples.a2c import A2C
+from tunerl.examples.vpg import VPG
 from tunerl.execution import synchronous_parallel_sample, train_one_step
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
@@ -35,6 +37,10 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "SAC": SAC,
     "APPO": APPO,
     "IMPALA": IMPALA,
+    # The 40-line examples of a custom algorithm: registered, so the contract suite and the
+    # learning tests (experiments/vpg_cartpole.yaml, a2c_cartpole.yaml) cover them too.
+    "VPG": VPG,
+    "A2C": A2C,
 }
 
 

@@ -87,9 +87,15 @@ def value_estimate(module, action_space: gym.Space) -> float:
         return float(module.compute_values({c.OBS: obs})[0])
 
 
+def learns_values(name: str) -> bool:
+    """A critic's weight (actor-critic) or a replay buffer (Q-learning): an algorithm without
+    either (VPG, REINFORCE) learns no value to probe."""
+    return declares(name, "vf_loss_coeff") or declares(name, "replay_buffer_config")
+
+
 def probe_cases() -> list:
     cases = []
-    for name in ALGORITHM_NAMES:
+    for name in filter(learns_values, ALGORITHM_NAMES):
         for n_step in (1, 3) if declares(name, "n_step") else (None,):
             for continuous in (False, True):
                 case_id = f"{name}-{'box' if continuous else 'discrete'}"

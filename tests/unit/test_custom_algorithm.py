@@ -26,7 +26,6 @@ from tunerl.core import metrics as m
 from tunerl.examples.a2c import A2C, A2CConfig
 from tunerl.examples.vpg import VPG, VPGConfig
 from tunerl.execution import synchronous_parallel_sample, train_one_step
-from tunerl.experiments import load_experiment, lookup, run_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # An episode id holds its runner's index in the bits above these (tunerl.core.env_runner).
@@ -45,14 +44,6 @@ def local_ray() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The examples under their names in `tunerl.ALGORITHMS`, where experiment files look
-    algorithms up."""
-    for name, (algo_class, _) in EXAMPLES.items():
-        monkeypatch.setitem(tunerl.ALGORITHMS, name, algo_class)
 
 
 def tiny(name: str, seed: int = 0, num_env_runners: int = 0, **training) -> VPGConfig | A2CConfig:
@@ -327,24 +318,3 @@ def test_an_example_runs_under_tune(name, local_ray, tmp_path):
     assert frame["num_env_steps_sampled_lifetime"].min() >= 2 * 64
     for stat in LOSS_STATS[name]:
         assert frame[f"learners/default_policy/{stat}"].notna().all()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_an_example_learns_cartpole(name, registered):
-    """Seeded, with the example's defaults: the target and the budget are the experiment
-    file's (experiments/<name>_cartpole.yaml)."""
-    path = EXPERIMENTS / f"{name.lower()}_cartpole.yaml"
-    experiment = load_experiment(path)
-    assert experiment.algo == name
-    result = run_experiment(path)
-    value = lookup(result, experiment.target_metric)
-    budget = experiment.stop[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-    assert result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] <= budget + experiment.config.get(
-        "train_batch_size_per_learner", 0
-    )
-    assert value >= experiment.target_value, (
-        f"{name}: {experiment.target_metric} = {value:.1f} after "
-        f"{result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]} env steps; the target is "
-        f">= {experiment.target_value}"
-    )

@@ -195,7 +195,7 @@ class Learner:
         the TD errors (a numpy array under `metrics.TD_ERRORS`) if the loss gave them."""
         out = self.compute_loss_for_module(module_id, tensors)
         norms = self.apply_gradients(module_id, out.loss)
-        stats = {key: float(value) for key, value in out.stats.items()}
+        stats = {key: _as_float(value) for key, value in out.stats.items()}
         if DEFAULT_OPTIMIZER in norms:
             stats[m.GRAD_NORM] = norms[DEFAULT_OPTIMIZER]
         if out.td_errors is not None:
@@ -289,6 +289,11 @@ class Learner:
         """Loads what `get_extra_tensors` returned; raises on anything that does not fit."""
         if tensors:
             raise ValueError(f"unexpected learner tensors {sorted(tensors)}")
+
+
+def _as_float(value: Any) -> float:
+    # A loss may return its statistics as live tensors: read them without their graph.
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def minibatch_sgd(learner: Learner, module_id: str, batch: SampleBatch) -> dict[str, float]:
