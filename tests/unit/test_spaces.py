@@ -85,7 +85,6 @@ def tiny(algo: str) -> Any:
         config = DQNConfig().training(
             num_steps_sampled_before_learning_starts=16,
             train_batch_size_per_learner=16,
-            minibatch_size=16,
             replay_buffer_config={"type": "ReplayBuffer", "capacity": 500},
             training_intensity=1.0,
         )
@@ -93,7 +92,6 @@ def tiny(algo: str) -> Any:
         config = SACConfig().training(
             num_steps_sampled_before_learning_starts=16,
             train_batch_size_per_learner=16,
-            minibatch_size=16,
             replay_buffer_config={"type": "ReplayBuffer", "capacity": 500},
             n_step=1,
             training_intensity=1.0,
