@@ -20,6 +20,7 @@ from ray import tune
 import tunerl
 import tunerl.examples.a2c
 import tunerl.examples.vpg
+from tests.contract.helpers import assert_same_weights, weights
 from tunerl import Algorithm, MultiAgentBatch, SampleBatch
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
@@ -58,16 +59,6 @@ def tiny(name: str, seed: int = 0, num_env_runners: int = 0, **training) -> VPGC
         .rl_module(model_config={"fcnet_hiddens": [16]})
         .debugging(seed=seed)
     )
-
-
-def weights(algo: Algorithm) -> dict[str, torch.Tensor]:
-    return {name: value.clone() for name, value in algo.get_module().get_state().items()}
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert set(a) == set(b)
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
 
 
 def policy_outputs(algo: Algorithm, obs: torch.Tensor) -> list[torch.Tensor]:

@@ -7,9 +7,9 @@ describes (one folder per module), checked by a manifest (`tunerl.core.checkpoin
 
 A subclass sets `config_class` and `learner_class`, and defines `training_step()` unless the
 default (synchronous sample -> `learner.update` -> `sync_weights`, PPO's) is what it runs.
-What subclasses use is public: `sample_from_runners`, `timer`, `add_time`, `counters`,
-`count_trained_steps`, `sync_weights`, `draw_seed`. State of their own (a replay buffer, a
-target-update counter) goes through `build_algorithm_state`,
+What subclasses use is public: `sample_from_runners`, `train_on_batch`, `timer`, `add_time`,
+`counters`, `count_trained_steps`, `sync_weights`, `draw_seed`. State of their own (a replay
+buffer, a target-update counter) goes through `build_algorithm_state`,
 `get_extra_state`/`load_extra_files`/`set_extra_state` and `save_extra_files`.
 """
 
@@ -58,7 +58,7 @@ from tunerl.core.rl_module import (
     RLModuleSpec,
     UnsupportedSpaceError,
 )
-from tunerl.core.sample_batch import MultiAgentBatch
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.env.registry import make_vector_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
@@ -312,12 +312,22 @@ class Algorithm(tune.Trainable):
         # 1. sample
         batch = self.sample_from_runners(self.config.train_batch_size_per_learner)
         # 2. learn
+        results = self.train_on_batch(batch)
+        # 3. sync
+        self.sync_weights()
+        return results
+
+    def train_on_batch(self, batch: MultiAgentBatch | SampleBatch) -> dict[str, Any]:
+        """One `learner.update(batch)` (its postprocessing and SGD) at the clock `timestep`,
+        timed under `timers/learn`; then the batch's observations go into the modules'
+        observation filters and its env steps into `num_env_steps_trained_lifetime`.
+        Returns `{"learners": {module_id: stats}}`; a SampleBatch is `default_policy`'s.
+        RLlib's `train_one_step(algo, batch)` (`tunerl.execution`) calls it."""
+        batch = MultiAgentBatch.wrap_as_needed(batch)
         with self.timer(m.LEARN_TIMER):
             results = self.learner.update(batch, self.timestep)
             self.learner.update_observation_filters(batch)
         self.count_trained_steps(len(batch))
-        # 3. sync
-        self.sync_weights()
         return {m.LEARNER_RESULTS: results}
 
     @property

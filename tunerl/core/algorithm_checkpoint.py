@@ -165,14 +165,7 @@ def saved_optimizers(learner: Learner, tensors: Any, where: Path) -> dict[str, d
         for module_id in learner.module.keys()
     }
     if isinstance(tensors, dict) and "optimizers" not in tensors and "optimizer" in tensors:
-        (module_id,) = live if len(live) == 1 else (None,)
-        if module_id is None:
-            raise CheckpointError(f"{where}: field 'optimizers' is missing.")
-        old = tensors["optimizer"]
-        one_optimizer = len(live[module_id]) == 1
-        tensors = {"optimizers": {module_id: {next(iter(live[module_id])): old}}}
-        if not one_optimizer:  # SAC's: {"actor": ..., "critic": ..., "alpha": ...}
-            tensors = {"optimizers": {module_id: old}}
+        tensors = {"optimizers": legacy_optimizers(tensors["optimizer"], live, where)}
     if not (isinstance(tensors, dict) and "optimizers" in tensors):
         raise CheckpointError(f"{where}: field 'optimizers' is missing.")
     saved = tensors["optimizers"]
@@ -192,6 +185,17 @@ def saved_optimizers(learner: Learner, tensors: Any, where: Path) -> dict[str, d
                     f"optimizers.{module_id}.{name}",
                 )
     return saved
+
+
+def legacy_optimizers(old: Any, live: dict[str, dict[str, Any]], where: Path) -> dict:
+    """tunerl 0.1's learner file held one module's optimizer state: one state, or SAC's
+    `{"actor": ..., "critic": ..., "alpha": ...}`. As `{module_id: {name: state}}`."""
+    if len(live) != 1:
+        raise CheckpointError(f"{where}: field 'optimizers' is missing.")
+    ((module_id, optimizers),) = live.items()
+    if len(optimizers) == 1:
+        return {module_id: {next(iter(optimizers)): old}}
+    return {module_id: old}
 
 
 def keys_of(value: Any) -> Any:

@@ -317,6 +317,19 @@ def json_number(
     return kind(value)
 
 
+def json_numbers_per_module(
+    state: Any, name: str, kind: type[int] | type[float], module_ids: Any, where: str
+) -> dict[str, Any]:
+    """`state[name]` as `{module_id: kind}` for every id of `module_ids` (a single number,
+    as tunerl 0.1 wrote one module's learner state, is every module's); else CheckpointError
+    as `json_number`'s."""
+    saved = state.get(name) if isinstance(state, dict) else None
+    if isinstance(saved, dict):
+        return {mid: json_number(saved, mid, kind, f"{where}: {name}") for mid in module_ids}
+    value = json_number(state, name, kind, where)
+    return {module_id: value for module_id in module_ids}
+
+
 # ------------------------------------------------------------------------------- writing
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

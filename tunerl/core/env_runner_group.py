@@ -288,7 +288,7 @@ class EnvRunnerGroup:
                 while left > 0:
                     pieces.append(runner.sample(min(left, self._steps_per_call()), None, explore))
                     left -= len(pieces[-1])
-                batch = concat_samples(pieces)
+                batch = pieces[0] if len(pieces) == 1 else concat_samples(pieces)
             self.add_metrics(runner.get_metrics())
             return PendingSample(num_timesteps, num_episodes, explore, {}, batch)
         requests = self._request_round(num_timesteps, num_episodes, explore)

@@ -14,7 +14,7 @@ import torch
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
-from tunerl.core.checkpoint_io import json_number
+from tunerl.core.checkpoint_io import json_numbers_per_module
 from tunerl.core.config import AlgorithmConfig
 from tunerl.core.fields import (
     ASYNC_LEARNING_FIELDS,
@@ -231,20 +231,11 @@ class APPOLearner(Learner):
             self.target_modules[module_id].set_state(state)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeffs = read_per_module(state, "kl_coeff", float, self.kl_coeffs)
-        self.steps_since_target_update = read_per_module(
-            state, "steps_since_target_update", int, self.steps_since_target_update
+        where = "learner state"
+        self.kl_coeffs = json_numbers_per_module(state, "kl_coeff", float, self.kl_coeffs, where)
+        self.steps_since_target_update = json_numbers_per_module(
+            state, "steps_since_target_update", int, self.steps_since_target_update, where
         )
-
-
-def read_per_module(state: dict[str, Any], name: str, kind: type, live: dict) -> dict:
-    """`{module_id: number}` of a learner state (a single number, as tunerl 0.1 wrote it, is
-    every module's)."""
-    saved = state.get(name)
-    if isinstance(saved, dict):
-        return {mid: json_number(saved, mid, kind, f"learner state: {name}") for mid in live}
-    value = json_number(state, name, kind, "learner state")
-    return {module_id: value for module_id in live}
 
 
 # ----------------------------------------------------------------------- training_step

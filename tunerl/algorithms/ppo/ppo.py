@@ -11,7 +11,7 @@ import torch
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
-from tunerl.core.checkpoint_io import json_number
+from tunerl.core.checkpoint_io import json_numbers_per_module
 from tunerl.core.config import AlgorithmConfig
 from tunerl.core.fields import (
     CLIPPED_SURROGATE_FIELDS,
@@ -173,17 +173,9 @@ class PPOLearner(Learner):
         return {"kl_coeff": dict(self.kl_coeffs)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.kl_coeffs = read_kl_coeffs(state, self.kl_coeffs)
-
-
-def read_kl_coeffs(state: dict[str, Any], live: dict[str, float]) -> dict[str, float]:
-    """`kl_coeff` of a learner state: `{module_id: number}` (a single number, as tunerl 0.1
-    wrote it, is every module's)."""
-    saved = state.get("kl_coeff")
-    if isinstance(saved, dict):
-        return {mid: json_number(saved, mid, float, "learner state: kl_coeff") for mid in live}
-    value = json_number(state, "kl_coeff", float, "learner state")
-    return {module_id: value for module_id in live}
+        self.kl_coeffs = json_numbers_per_module(
+            state, "kl_coeff", float, self.kl_coeffs, "learner state"
+        )
 
 
 # ----------------------------------------------------------------------- training_step
