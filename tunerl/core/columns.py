@@ -15,3 +15,4 @@ EPS_ID = "eps_id"
 T = "t"
 
 DEFAULT_MODULE_ID = "default_policy"
+AGENT_ID = "agent_id"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tunerl.core import metrics as m
+from tunerl.core import multi_agent
 from tunerl.core.optim import Adam, clip_grad_norm_
 from tunerl.core.rl_module.multi_rl_module import MultiRLModule
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
@@ -147,9 +148,10 @@ class Learner:
         return batch
 
     # ------------------------------------------------------------------ updating
-    def should_train(self, module_id: str) -> bool:
-        """Whether `update` trains this module (all of them by default)."""
-        return module_id in self.module
+    def should_train(self, module_id: str, batch: MultiAgentBatch | None = None) -> bool:
+        """Whether `update` trains this module: one of the learner's, and allowed by
+        `policies_to_train` (all modules by default; a function gets the batch)."""
+        return module_id in self.module and multi_agent.is_trained(self.config, module_id, batch)
 
     def update(
         self, batch: MultiAgentBatch | SampleBatch, timestep: int = 0
@@ -161,7 +163,7 @@ class Learner:
         rates = self.set_lr(timestep)
         results: dict[str, dict[str, Any]] = {}
         for module_id, module_batch in batch.policy_batches.items():
-            if not self.should_train(module_id) or len(module_batch) == 0:
+            if not self.should_train(module_id, batch) or len(module_batch) == 0:
                 continue
             self._set_training(module_id, True)
             try:
@@ -227,7 +229,9 @@ class Learner:
         return norms
 
     def to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
-        columns = self.LOSS_COLUMNS or tuple(batch)
+        """The loss columns as tensors on the learner's device (every numeric column when
+        LOSS_COLUMNS is empty; `agent_id`, a column of names, stays behind)."""
+        columns = self.LOSS_COLUMNS or [k for k in batch if batch[k].dtype.kind in "biuf"]
         return {
             key: torch.as_tensor(batch[key], device=self.device) for key in columns if key in batch
         }

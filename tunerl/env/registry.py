@@ -120,6 +120,27 @@ def env_from_checkpoint(value: Any, where: str) -> str | None:
     )
 
 
+def make_env(
+    env: Any,
+    env_config: dict | None,
+    worker_index: int = 0,
+    vector_index: int = 0,
+    creator: EnvCreator | None = None,
+) -> gym.Env:
+    """Builds one copy of `env` (a MultiAgentEnv, or a single-agent env not vectorized)."""
+    env_config = dict(env_config or {})
+    creator = creator or resolve_env_creator(env)
+    if creator is None:
+        try:
+            return gym.make(env, **env_config)
+        except TypeError as error:
+            raise EnvError(f"Cannot make {env!r} with env_config={env_config}: {error}") from None
+    made = creator(EnvContext(env_config, worker_index, vector_index))
+    if not isinstance(made, gym.Env):
+        raise EnvError(f"The creator of env {env!r} returned {made!r}, not a gym.Env.")
+    return made
+
+
 def make_vector_env(
     env: Any,
     env_config: dict | None,
