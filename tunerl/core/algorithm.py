@@ -61,6 +61,8 @@ from tunerl.core.rl_module import (
     UnsupportedSpaceError,
 )
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
+from tunerl.env.multi_agent_env import MultiAgentEnv
+from tunerl.env.multi_agent_env_runner import MultiAgentEnvRunner
 from tunerl.env.registry import make_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
@@ -236,10 +238,6 @@ class Algorithm(tune.Trainable):
         """The spec of every module (`default_module_spec` for each, with the spaces of the
         agents it serves) and the runner class: a MultiAgentEnv is sampled by
         MultiAgentEnvRunner, any other env by EnvRunner."""
-        from tunerl.env.multi_agent_env import MultiAgentEnv
-
-        from tunerl.env.multi_agent_env_runner import MultiAgentEnvRunner
-
         config = self.config
         probe = make_env(config.env, config.env_config, 0, 0, self._env_creator)
         try:
