@@ -330,3 +330,34 @@ def test_dqn_trains_two_modules_from_their_own_replay(build):
     result = algo.train()
     assert set(result[m.LEARNER_RESULTS]) == {"p0", "p1"}
     assert set(algo.replay.buffers) == {"p0", "p1"}
+
+
+def test_a_policy_spec_config_overrides_training_fields_for_its_module(build):
+    config = two_module_cartpole().multi_agent(
+        policies={"p0": PolicySpec(), "p1": PolicySpec(config={"lr": 1e-9, "clip_param": 0.05})}
+    )
+    algo = build(config)
+    assert algo.learner.get_optimizer("p1").param_groups[0]["lr"] == 1e-9
+    assert algo.learner.get_optimizer("p0").param_groups[0]["lr"] == algo.config.lr
+    result = algo.train()[m.LEARNER_RESULTS]
+    assert result["p1"][m.CURR_LR] == 1e-9 and result["p0"][m.CURR_LR] == algo.config.lr
+    with algo.learner.module_scope("p1"):
+        assert algo.learner.config.clip_param == 0.05
+    assert algo.learner.config is algo.config  # outside a module's scope: the algorithm's
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"train_batch_size_per_learner": 64}, "is shared by all modules"),
+        ({"num_env_runners": 2}, "is shared by all modules"),
+        ({"lrr": 1.0}, "is not a field of this config; a module may override model_config"),
+        ({"lr": -1.0}, r"config\['lr'\]=-1.0"),
+    ],
+)
+def test_a_policy_spec_config_that_cannot_apply_per_module_is_refused(override, message):
+    config = two_module_cartpole().multi_agent(
+        policies={"p0": None, "p1": PolicySpec(config=override)}
+    )
+    with pytest.raises(ValueError, match=message):
+        config.validate()

@@ -254,9 +254,14 @@ class AlgorithmConfig(BaseFields, _Config):
             )
 
     def _check_multi_agent(self) -> None:
-        from tunerl.core.multi_agent import module_ids
+        from tunerl.core.multi_agent import module_ids, module_overrides, override_problem
 
         ids = module_ids(self)
+        for module_id in ids:
+            for name, value in module_overrides(self, module_id).items():
+                problem = override_problem(self, module_id, name, value)
+                if problem:
+                    raise ConfigError(f"{type(self).__name__}.multi_agent(): {problem}.")
         chosen = self.policies_to_train
         if chosen is not None and not callable(chosen):
             unknown = sorted(set(chosen) - set(ids))

@@ -9,17 +9,21 @@ One skeleton for every algorithm, in the seeds' three pieces:
   optimizers (`register_optimizer`; SAC has "actor", "critic" and "alpha").
 
 `update(MultiAgentBatch)` updates every module in the batch that is trained and returns
-`{module_id: stats}`. `update_module` runs one gradient step on the whole batch; minibatch
+`{module_id: stats}`. While a module's optimizers are set up and while it is updated,
+`self.config` is that module's config: the algorithm's, with the module's PolicySpec
+overrides (`PolicySpec(config={"lr": 1e-4})`), so a loss reads `self.config.lr` whichever
+module it trains. `update_module` runs one gradient step on the whole batch; minibatch
 SGD algorithms (PPO, IMPALA, APPO, VPG) call the shared `minibatch_sgd` from it instead. A
 custom loss is one overridden method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -85,6 +89,10 @@ class Learner:
 
     def __init__(self, config: Any, module: MultiRLModule, seed: int):
         self.config = config
+        self._algorithm_config = config
+        self._module_configs = {
+            mid: multi_agent.module_config(config, mid) for mid in module.keys()
+        }
         self.device = pick_device(config.num_gpus_per_learner)
         self.module = module.to(self.device)
         self.module.eval()
@@ -94,7 +102,8 @@ class Learner:
         self._submodules: dict[str, list[torch.nn.Module]] = {}
         for module_id in self.module.keys():
             self._optimizers[module_id] = {}
-            self.configure_optimizers_for_module(module_id)
+            with self.module_scope(module_id):
+                self.configure_optimizers_for_module(module_id)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers_for_module(self, module_id: str) -> None:
@@ -167,7 +176,8 @@ class Learner:
                 continue
             self._set_training(module_id, True)
             try:
-                stats = self.update_module(module_id, module_batch)
+                with self.module_scope(module_id):
+                    stats = self.update_module(module_id, module_batch)
             finally:
                 self._set_training(module_id, False)
             lr = rates.get((module_id, DEFAULT_OPTIMIZER))
@@ -175,6 +185,15 @@ class Learner:
                 stats[m.CURR_LR] = lr
             results[module_id] = stats
         return results
+
+    @contextlib.contextmanager
+    def module_scope(self, module_id: str) -> Iterator[None]:
+        """`self.config` is `module_id`'s config inside (see the module docstring)."""
+        self.config = self._module_configs.get(module_id, self._algorithm_config)
+        try:
+            yield
+        finally:
+            self.config = self._algorithm_config
 
     def _set_training(self, module_id: str, mode: bool) -> None:
         """`module.train(mode)` without its recursion: the flag of every submodule, from a

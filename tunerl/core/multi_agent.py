@@ -154,6 +154,59 @@ def module_overrides(config: Any, module_id: str) -> dict[str, Any]:
     return dict(policy_specs(config)[module_id].config or {})
 
 
+# Training fields the algorithm reads for all modules at once (how much to sample, replay and
+# when to update), so a module cannot have its own value; every other training field is read
+# by the learner while it sets up or updates that module, and may differ per module.
+SHARED_TRAINING_FIELDS = frozenset(
+    {
+        "train_batch_size_per_learner",
+        "learner_class",
+        "replay_buffer_config",
+        "n_step",
+        "num_steps_sampled_before_learning_starts",
+        "training_intensity",
+        "store_buffer_in_checkpoints",
+        "target_network_update_freq",
+        "learner_queue_size",
+        "broadcast_interval",
+    }
+)
+
+
+def override_problem(config: Any, module_id: str, name: str, value: Any) -> str | None:
+    """What is wrong with PolicySpec(config={name: value}) of `module_id`, or None."""
+    if name == "model_config":
+        return None if isinstance(value, dict) else "model_config must be a dict"
+    field = config.FIELDS.get(name)
+    per_module = sorted(
+        n
+        for n, f in config.FIELDS.items()
+        if f.section == "training" and n not in SHARED_TRAINING_FIELDS
+    )
+    if field is None or field.section != "training" or name in SHARED_TRAINING_FIELDS:
+        why = "is not a field of this config" if field is None else "is shared by all modules"
+        return (
+            f"policies[{module_id!r}].config[{name!r}] {why}; a module may override "
+            f"model_config and {per_module}"
+        )
+    if name == "gamma" and config.replays_experience():
+        return (
+            f"policies[{module_id!r}].config['gamma']: the replay buffer discounts n-step "
+            "returns with the algorithm's gamma, so it is shared by all modules"
+        )
+    problem = field.problem(value)
+    return f"policies[{module_id!r}].config[{name!r}]={value!r}: {problem}" if problem else None
+
+
+def module_config(config: Any, module_id: str) -> Any:
+    """The config the learner uses for `module_id`: `config` with the module's overrides
+    (itself when it has none)."""
+    overrides = {
+        k: v for k, v in module_overrides(config, module_id).items() if k != "model_config"
+    }
+    return config.with_overrides(overrides) if overrides else config
+
+
 def module_spaces(config: Any, env: Any) -> dict[str, tuple[gym.Space, gym.Space]]:
     """`{module_id: (observation_space, action_space)}` for a MultiAgentEnv: a PolicySpec's
     or MultiRLModuleSpec's spaces, else those of the first of `env.possible_agents` mapped
