@@ -1,25 +1,21 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "SAC Algorithms and Applications"): twin Q
 critics with Polyak-averaged targets, a squashed-Gaussian actor, and automatic entropy
-tuning. In the order of the algorithm: config -> losses -> learner -> training_step.
+tuning. In the order of the algorithm: config -> learner -> training_step; the losses, which
+CQL shares, are in `tunerl.core.soft_actor_critic_losses`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import gymnasium as gym
 import torch
 
-from tunerl.algorithms.sac.sac_module import SACModule
-from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
 from tunerl.core.checkpoint_layout import STATE_FILE
 from tunerl.core.config import AlgorithmConfig
-from tunerl.core.distributions import Categorical, TanhGaussian
 from tunerl.core.fields import (
     NUMBER,
     REPLAY_FIELDS,
@@ -31,12 +27,18 @@ from tunerl.core.fields import (
     own_fields,
     with_defaults,
 )
-from tunerl.core.learner import Learner, LossOutput
+from tunerl.core.learner import Learner
 from tunerl.core.off_policy import ReplayState
-from tunerl.core.optim import Adam
-from tunerl.core.replay_buffers import N_STEP_DISCOUNT, WEIGHTS
 from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.rl_module.soft_actor_critic import SACModule
 from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.soft_actor_critic_losses import (
+    DISCRETE_TARGET_ENTROPY_SCALE,
+    actor_and_alpha_losses,
+    critic_loss,
+    register_soft_actor_critic_optimizers,
+    target_entropy,
+)
 
 # ----------------------------------------------------------------------------- config
 _SAC_DEFAULTS = {
@@ -54,13 +56,6 @@ _SAC_DEFAULTS = {
     # Small critics: on a 2-core CPU the per-update cost decides the wall time (README).
     "model_config": {"fcnet_hiddens": [64, 64], "fcnet_activation": "relu"},
 }
-
-
-# Discrete actions: "auto" aims for this fraction of the uniform policy's entropy log(n).
-# Christodoulou (2019) used 0.98: on CartPole-v1 (seed 1) the policy's entropy stayed below
-# that, alpha grew without bound (6.6e7 after 40k env steps) and the return stayed below 100;
-# with 0.5, seeds 1-3 reached 450 (last 20 episodes) within 10-25k env steps.
-DISCRETE_TARGET_ENTROPY_SCALE = 0.5
 
 
 def _check_target_entropy(value: Any) -> str | None:
@@ -116,93 +111,6 @@ class SACConfig(AlgorithmConfig, ReplayFields):
             )
 
 
-# ----------------------------------------------------------------------------- losses
-def critic_loss(
-    module: SACModule, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-) -> LossOutput:
-    """Both critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s'))
-    (discrete actions: the expectation over a' ~ pi(.|s'), exactly)."""
-    if module.discrete:
-        return _discrete_critic_loss(module, batch)
-    alpha = module.log_alpha.exp().detach()
-    with torch.no_grad():
-        next_dist = TanhGaussian(
-            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
-        )
-        next_actions, next_logp = next_dist.rsample_with_logp(generator)
-        next_q = module.target_min_q(batch[c.NEW_OBS], next_actions) - alpha * next_logp
-        targets = _soft_targets(batch, next_q)
-    q = module.q_values(batch[c.OBS], batch[c.ACTIONS])  # (2, batch): Q1 and Q2
-    return _twin_td_loss(q, targets, batch.get(WEIGHTS))
-
-
-def _discrete_critic_loss(module: SACModule, batch: dict[str, torch.Tensor]) -> LossOutput:
-    alpha = module.log_alpha.exp().detach()
-    with torch.no_grad():
-        next_logp = Categorical(
-            module.forward_train({c.OBS: batch[c.NEW_OBS]})[c.ACTION_DIST_INPUTS]
-        ).logits
-        next_q = module.all_q_values(batch[c.NEW_OBS], target=True).min(dim=0).values
-        targets = _soft_targets(batch, (next_logp.exp() * (next_q - alpha * next_logp)).sum(-1))
-    actions = batch[c.ACTIONS].long().reshape(1, -1, 1).expand(2, -1, 1)
-    q = module.all_q_values(batch[c.OBS]).gather(-1, actions).squeeze(-1)  # (2, batch)
-    return _twin_td_loss(q, targets, batch.get(WEIGHTS))
-
-
-def _soft_targets(batch: dict[str, torch.Tensor], soft_value: torch.Tensor) -> torch.Tensor:
-    """r + discount * soft V(s'), with no bootstrap past a termination."""
-    not_terminated = 1.0 - batch[c.TERMINATEDS].float()
-    return batch[c.REWARDS] + batch[N_STEP_DISCOUNT] * not_terminated * soft_value
-
-
-def _twin_td_loss(
-    q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
-) -> LossOutput:
-    """Half the (importance-weighted) mean of both critics' squared TD errors; the first
-    critic's TD errors are the priorities."""
-    td_errors = q - targets
-    squared = td_errors.pow(2).sum(dim=0)
-    loss = 0.5 * (squared if weights is None else weights * squared).mean()
-    stats = {m.QF_LOSS: loss.detach(), m.QF_MEAN: q[0].detach().mean()}
-    return LossOutput(loss, stats, td_errors[0].detach())
-
-
-def actor_and_alpha_losses(
-    module: SACModule,
-    batch: dict[str, torch.Tensor],
-    target_entropy: float,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a (discrete
-    actions: its expectation over pi(.|s), exactly). Alpha: move log(alpha) so the policy's
-    entropy approaches `target_entropy`."""
-    inputs = module.forward_train({c.OBS: batch[c.OBS]})[c.ACTION_DIST_INPUTS]
-    alpha = module.log_alpha.exp()
-    if module.discrete:
-        logp_all = Categorical(inputs).logits
-        with torch.no_grad():  # no reparameterization: the critics only weigh the actions
-            min_q = module.all_q_values(batch[c.OBS]).min(dim=0).values
-        probs = logp_all.exp()
-        actor_loss = (probs * (alpha.detach() * logp_all - min_q)).sum(-1).mean()
-        logp = (probs * logp_all).sum(-1)  # minus the entropy, per state
-    else:
-        actions, logp = TanhGaussian(inputs).rsample_with_logp(generator)
-        # The critics' weights are not the actor's to move: only dQ/da is needed.
-        min_q = module.q_values(batch[c.OBS], actions, detach_weights=True).min(dim=0).values
-        actor_loss = (alpha.detach() * logp - min_q).mean()
-    alpha_loss = -(module.log_alpha * (logp.detach() + target_entropy)).mean()
-    return (
-        actor_loss,
-        alpha_loss,
-        {
-            m.ACTOR_LOSS: actor_loss.detach(),
-            m.ALPHA_LOSS: alpha_loss.detach(),
-            m.ALPHA_VALUE: alpha.detach(),
-            m.ENTROPY: -logp.detach().mean(),
-        },
-    )
-
-
 def upgrade_critic_moments(state: dict, num_params: int) -> dict:
     """The critic optimizer's state of a checkpoint with separate critics (tunerl 0.1.0:
     weight, bias per layer of Q1, then of Q2) in the stacked critics' order (every layer's
@@ -225,23 +133,13 @@ class SACLearner(Learner):
     (the order of SB3's `SAC.train` and CleanRL's: the actor sees the updated critics)."""
 
     def configure_optimizers_for_module(self, module_id: str) -> None:
-        module, config = self.module[module_id], self.config
-        self.register_optimizer(
-            module_id, "actor", Adam(module.actor_parameters(), config.actor_lr)
+        config = self.config
+        register_soft_actor_critic_optimizers(
+            self, module_id, config.actor_lr, config.critic_lr, config.alpha_lr
         )
-        self.register_optimizer(
-            module_id, "critic", Adam(module.critic_parameters(), config.critic_lr)
-        )
-        self.register_optimizer(module_id, "alpha", Adam([module.log_alpha], config.alpha_lr))
 
     def target_entropy(self, module_id: str) -> float:
-        if self.config.target_entropy != "auto":
-            return float(self.config.target_entropy)
-        space = self.module[module_id].action_space
-        if isinstance(space, gym.spaces.Discrete):
-            return DISCRETE_TARGET_ENTROPY_SCALE * math.log(space.n)
-        # Haarnoja et al. 2018: -dim(A), over every dimension of a Box of any shape.
-        return -float(math.prod(space.shape))
+        return target_entropy(self.config.target_entropy, self.module[module_id].action_space)
 
     def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
         module, tensors = self.module[module_id], self.to_tensors(batch)
