@@ -361,3 +361,56 @@ def test_a_policy_spec_config_that_cannot_apply_per_module_is_refused(override, 
     )
     with pytest.raises(ValueError, match=message):
         config.validate()
+
+
+class FailsOnce(MultiAgentEnv):
+    """Two agents, 10-step episodes; while `armed`, a step 4 raises (and disarms)."""
+
+    armed = False
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.possible_agents = self.agents = ["a", "b"]
+        space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
+        self.observation_spaces = dict.fromkeys(self.possible_agents, space)
+        self.action_spaces = dict.fromkeys(self.possible_agents, gym.spaces.Discrete(2))
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return {a: np.zeros(1, np.float32) for a in self.agents}, {}
+
+    def step(self, action_dict):
+        self.t += 1
+        if FailsOnce.armed and self.t == 4:
+            FailsOnce.armed = False
+            raise RuntimeError("simulator crashed")
+        obs = {a: np.array([self.t], np.float32) for a in self.agents}
+        done = self.t >= 10
+        return obs, dict.fromkeys(self.agents, 1.0), {"__all__": done}, {"__all__": False}, {}
+
+
+def test_a_sub_env_that_raises_is_recreated_and_its_episode_not_counted(build):
+    config = (
+        PPOConfig()
+        .environment(FailsOnce)
+        .env_runners(num_envs_per_env_runner=1)
+        .fault_tolerance(restart_failed_sub_environments=True)
+        .training(**TINY)
+        .debugging(seed=0)
+    )
+    algo = build(config)
+    runner = algo.env_runner_group.local_env_runner
+    FailsOnce.armed = True
+    batch = runner.sample(num_timesteps=25)
+    assert runner.num_sub_env_restarts == 1
+    metrics = runner.get_metrics()
+    assert metrics["episode_returns"] == [20.0, 20.0]  # the lost episode is not counted
+    # 25 env steps: 3 of the lost episode (kept, a piece that ends there), 10 + 10, 2; the
+    # failed step is not one.
+    assert batch.env_steps == metrics["num_env_steps"] == 25
+    rows = batch[c.DEFAULT_MODULE_ID]
+    assert len(of_agent(rows, "a")) == len(of_agent(rows, "b")) == 25
+    strict = build(config.copy().fault_tolerance(restart_failed_sub_environments=False))
+    FailsOnce.armed = True
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        strict.env_runner_group.local_env_runner.sample(num_timesteps=5)

@@ -578,7 +578,12 @@ class Algorithm(tune.Trainable):
                 duration,
             )
         stats = m.EpisodeStats(window=max(num_episodes, 1))
-        stats.extend(runner_metrics["episode_returns"], runner_metrics["episode_lengths"])
+        stats.extend(
+            runner_metrics["episode_returns"],
+            runner_metrics["episode_lengths"],
+            runner_metrics.get("agent_episode_returns"),
+            runner_metrics.get("module_episode_returns"),
+        )
         results = stats.reduce()
         results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]
         return {m.ENV_RUNNER_RESULTS: results}

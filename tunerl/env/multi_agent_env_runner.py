@@ -142,6 +142,8 @@ class MultiAgentEnvRunner:
         self.config = config
         self.worker_index = worker_index
         self.num_envs = config.num_envs_per_env_runner
+        self._env_creator = env_creator
+        self._num_restarts = 0
         self.envs = [self._make_env(env_creator, i) for i in range(self.num_envs)]
         self.module = module_spec.build()
         self.module.eval()
@@ -228,7 +230,34 @@ class MultiAgentEnvRunner:
 
     @property
     def num_sub_env_restarts(self) -> int:
-        return 0
+        """Envs recreated after raising (restart_failed_sub_environments)."""
+        return self._num_restarts
+
+    def _recreate(self, env_index: int, error: Exception) -> None:
+        """Builds env `env_index` again after its step() raised, when
+        `restart_failed_sub_environments` allows it (at most max_num_env_runner_restarts
+        times); otherwise raises the env's error."""
+        config = self.config
+        if (
+            not config.restart_failed_sub_environments
+            or self._num_restarts >= config.max_num_env_runner_restarts
+        ):
+            raise error
+        logger.error(
+            "Env %d of env runner %d (%r) raised %s: %s; recreating it "
+            "(restart_failed_sub_environments=True).",
+            env_index,
+            self.worker_index,
+            config.env,
+            type(error).__name__,
+            error,
+        )
+        try:
+            self.envs[env_index].close()
+        except Exception:  # noqa: BLE001 - the broken env may not close cleanly; it is dropped
+            logger.debug("Closing the failed env raised too.", exc_info=True)
+        self.envs[env_index] = self._make_env(self._env_creator, env_index)
+        self._num_restarts += 1
 
     # --------------------------------------------------------------------- sampling
     def sample(
@@ -371,12 +400,23 @@ class MultiAgentEnvRunner:
         keep_going: bool,
         finished: list[Episode] | None = None,
     ) -> int:
-        """One step of every env in `episodes`; returns the env steps taken. A finished
-        episode is restarted in place (`keep_going`) or appended to `finished`."""
+        """One step of every env in `episodes`; returns the env steps taken (a step that
+        raised and had its env recreated is none). A finished episode is restarted in place
+        (`keep_going`) or appended to `finished`."""
         action_dicts = self._act(episodes, explore)
+        taken = 0
         for position, episode in enumerate(episodes):
             env = self.envs[episode.env_index]
-            result = env.step(action_dicts[episode.env_index])
+            try:
+                result = env.step(action_dicts[episode.env_index])
+            except Exception as error:  # noqa: BLE001 - recreated, or raised as it is
+                self._recreate(episode.env_index, error)
+                # The lost episode's completed rows are kept as a trajectory piece that ends
+                # there (bootstrapped, like a fragment end); it is not counted as an episode.
+                self._finished.append(episode)
+                episodes[position] = self._start_episode(episode.env_index)
+                continue
+            taken += 1
             if self._check_env:
                 check_multi_agent_output(env, "step", *result)
             if self._record_step(episode, env, *result):
@@ -385,8 +425,8 @@ class MultiAgentEnvRunner:
                     episodes[position] = self._start_episode(episode.env_index)
                 elif finished is not None:
                     finished.append(episode)
-        self._metrics["num_env_steps"] += len(episodes)
-        return len(episodes)
+        self._metrics["num_env_steps"] += taken
+        return taken
 
     def _record_step(
         self, episode: Episode, env: MultiAgentEnv, obs, rewards, terminateds, truncateds, infos
