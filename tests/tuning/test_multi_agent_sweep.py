@@ -1,6 +1,6 @@
 """A Tune sweep over a multi-agent config: two trials of two modules each, stopped on a
-per-module result key, ranked by the summed return, with checkpoints that hold one folder
-per module."""
+per-module result key, ranked by the summed return, TensorBoard curves per module, and
+checkpoints that hold one folder per module."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from tunerl import PPO, PPOConfig
 from tunerl.core import metrics as m
 from tunerl.env.registry import register_env
 from tunerl.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+from .sweep_helpers import event_files, read_events
 
 register_env("tune_multi_agent_cartpole", lambda config: MultiAgentCartPole(config))
 
@@ -64,6 +66,14 @@ def test_a_sweep_over_a_multi_agent_config_reports_and_checkpoints_per_module(lo
         per_module = metrics[m.ENV_RUNNER_RESULTS][m.MODULE_EPISODE_RETURNS_MEAN]
         assert set(per_module) == {"p0", "p1"}
         assert set(metrics[m.LEARNER_RESULTS]) == {"p0", "p1"}
+        (events_path,) = event_files(result.path)
+        scalars = read_events(events_path)["scalars"]
+        for module_id in ("p0", "p1"):
+            assert (
+                f"ray/tune/{m.ENV_RUNNER_RESULTS}/{m.MODULE_EPISODE_RETURNS_MEAN}/{module_id}"
+                in scalars
+            )
+            assert f"ray/tune/{m.LEARNER_RESULTS}/{module_id}/{m.POLICY_LOSS}" in scalars
         with result.checkpoint.as_directory() as directory:
             modules = Path(directory) / "learner_group" / "learner" / "rl_module"
             assert sorted(p.name for p in modules.iterdir()) == ["p0", "p1"]
