@@ -414,3 +414,36 @@ def test_a_sub_env_that_raises_is_recreated_and_its_episode_not_counted(build):
     FailsOnce.armed = True
     with pytest.raises(RuntimeError, match="simulator crashed"):
         strict.env_runner_group.local_env_runner.sample(num_timesteps=5)
+
+
+def test_a_module_of_one_run_starts_another_as_its_frozen_opponent(build, tmp_path):
+    first = build(two_module_cartpole())
+    first.train()
+    first.save_to_path(tmp_path / "first")
+    trained_p0 = tmp_path / "first" / "learner_group" / "learner" / "rl_module" / "p0"
+    config = two_module_cartpole(policies_to_train=["p0"]).rl_module(
+        rl_module_spec=MultiRLModuleSpec(
+            rl_module_specs={"p0": RLModuleSpec(), "p1": RLModuleSpec(load_state_path=trained_p0)}
+        )
+    )
+    second = build(config)
+    expected = first.get_module("p0").get_state()
+    for _ in range(2):
+        got = second.get_module("p1").get_state()
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
+        second.train()  # p1 is not trained: it stays the first run's p0
+    runner_p1 = second.env_runner_group.local_env_runner.module["p1"].get_state()
+    assert all(torch.equal(runner_p1[k], expected[k]) for k in expected)
+
+
+def test_a_load_state_path_that_does_not_fit_names_module_and_spaces(build, tmp_path):
+    pendulum = build(PPOConfig().environment("Pendulum-v1").training(**TINY))
+    pendulum.save_to_path(tmp_path / "pendulum")
+    path = tmp_path / "pendulum" / "learner_group" / "learner" / "rl_module" / "default_policy"
+    config = two_module_cartpole().rl_module(
+        rl_module_spec=MultiRLModuleSpec(
+            rl_module_specs={"p0": RLModuleSpec(), "p1": RLModuleSpec(load_state_path=path)}
+        )
+    )
+    with pytest.raises(Exception, match=r"module 'p1'.*do not fit.*Box"):
+        config.build_algo()

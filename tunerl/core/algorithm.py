@@ -160,6 +160,7 @@ class Algorithm(tune.Trainable):
         self.is_multi_agent = self._runner_class is not EnvRunner
         try:
             self.learner = self._make_learner(config)
+            self._load_module_states()
         except UnsupportedSpaceError as error:
             # Raised while building, before any training: say which algorithm refused the env.
             raise UnsupportedSpaceError(
@@ -279,7 +280,28 @@ class Algorithm(tune.Trainable):
             action_space=user_spec.action_space or action_space,
             model_config={**config.model_config, **overrides, **(user_spec.model_config or {})},
             observation_filter=config.observation_filter,
+            load_state_path=user_spec.load_state_path,
         )
+
+    def _load_module_states(self) -> None:
+        """Starts each module whose spec has a `load_state_path` with the weights there (a
+        module of another run: a pretrained policy, a frozen opponent)."""
+        for module_id, spec in self.module_spec.module_specs.items():
+            if spec.load_state_path is None:
+                continue
+            loaded = RLModule.from_checkpoint(spec.load_state_path)
+            module = self.learner.module[module_id]
+            problem = _state_mismatch(loaded.get_state(), module.get_state())
+            if problem:
+                raise CheckpointError(
+                    f"RLModuleSpec(load_state_path={os.fspath(spec.load_state_path)!r}) of "
+                    f"module {module_id!r}: its weights do not fit this module ({problem}). It "
+                    f"holds a {type(loaded).__name__} for {loaded.observation_space} -> "
+                    f"{loaded.action_space}; this module is a {type(module).__name__} for "
+                    f"{spec.observation_space} -> {spec.action_space}: the class, spaces and "
+                    "model_config must be the same."
+                )
+            module.set_state(loaded.get_state())
 
     def cleanup(self) -> None:
         """Stops every actor this algorithm started."""
@@ -776,6 +798,17 @@ class Algorithm(tune.Trainable):
                 algo.stop()
                 raise
         return algo
+
+
+def _state_mismatch(loaded: dict, live: dict) -> str | None:
+    """The first difference between two module states (names and shapes), or None."""
+    if set(loaded) != set(live):
+        extra, missing = sorted(set(loaded) - set(live)), sorted(set(live) - set(loaded))
+        return f"tensors it has and this module lacks: {extra[:3]}; lacks: {missing[:3]}"
+    for name, tensor in live.items():
+        if tuple(loaded[name].shape) != tuple(tensor.shape):
+            return f"{name} is {tuple(loaded[name].shape)}, here {tuple(tensor.shape)}"
+    return None
 
 
 def _nested(counters: dict[str, int]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ is imported or called)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +60,11 @@ _FUNCTION_FIELDS = ("policy_mapping_fn", "policies_to_train")
 
 
 def _spec_to_json(spec: RLModuleSpec) -> dict[str, Any]:
+    path = spec.load_state_path
     return {
         "module_class": spec.module_class and class_resolution.class_path(spec.module_class),
         "model_config": spec.model_config,
+        "load_state_path": None if path is None else os.fspath(path),
     }
 
 
@@ -173,4 +176,9 @@ def _spec_from_json(spec: Any, field: str, allow_import: Sequence[str]) -> RLMod
     module_class = spec.get("module_class") and class_resolution.resolve_class(
         spec["module_class"], RLModule, f"{field}.module_class", allow_import
     )
-    return RLModuleSpec(module_class=module_class, model_config=spec["model_config"])
+    path = spec.get("load_state_path")
+    if not isinstance(path, str | None):
+        raise CheckpointError(f"{field}.load_state_path must be a path or null; got {path!r}.")
+    return RLModuleSpec(
+        module_class=module_class, model_config=spec["model_config"], load_state_path=path
+    )
