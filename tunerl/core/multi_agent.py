@@ -150,8 +150,10 @@ def user_module_spec(config: Any, module_id: str) -> RLModuleSpec | None:
 
 
 def module_overrides(config: Any, module_id: str) -> dict[str, Any]:
-    """Config values that differ for `module_id`: its PolicySpec's `config`."""
-    return dict(policy_specs(config)[module_id].config or {})
+    """Config values that differ for `module_id`: its PolicySpec's `config` (none for a
+    module the policies do not name, e.g. one added to a learner directly)."""
+    spec = policy_specs(config).get(module_id)
+    return dict(spec.config or {}) if spec is not None else {}
 
 
 # Training fields the algorithm reads for all modules at once (how much to sample, replay and
