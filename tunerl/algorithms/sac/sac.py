@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import gymnasium as gym
 import torch
 
 from tunerl.core import metrics as m
