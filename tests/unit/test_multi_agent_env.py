@@ -193,7 +193,7 @@ def test_non_dict_returns_are_refused_with_the_field(field):
         check_step(env, **{field: [1.0]})
     name = "observations" if field == "obs" else field
     assert f"returned list [1.0] as its {name}" in str(error.value)
-    with pytest.raises(MultiAgentEnvError, match=r"returns \(obs, infos\)"):
+    with pytest.raises(MultiAgentEnvError, match=r"returns \(observations, infos\)"):
         check_multi_agent_output(env, "reset", np.zeros(2), infos={})
 
 

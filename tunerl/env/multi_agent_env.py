@@ -176,70 +176,85 @@ def check_multi_agent_output(
     this episode) is given, only those or agents observed in this result; a truncated agent
     has its final observation (to bootstrap from); an episode that goes on has an agent to act.
     """
-    name = f"{type(env).__name__}.{where}()"
-    fields = {"observations": obs, "infos": infos}
-    if where == "step":
-        fields.update(rewards=rewards, terminateds=terminateds, truncateds=truncateds)
-    for field, value in fields.items():
-        if not isinstance(value, Mapping):
-            shape = "(obs, infos)" if where == "reset" else _STEP_SHAPE
-            raise MultiAgentEnvError(
-                f"{name} returned {type(value).__name__} {_short(value)} as its {field}; a "
-                f"multi-agent env returns {shape}, each a dict keyed by agent id."
-            )
+    # Set operations over the keys on the way through; messages are built only on failure.
+    step = where == "step"
+    returned = (obs, rewards, terminateds, truncateds, infos) if step else (obs, infos)
+    if not all(type(value) is dict for value in returned):
+        _check_mappings(env, where, returned)
     possible = set(env.possible_agents)
-    for agent in obs:
+    for agent in obs.keys() - possible:
         if not _known(env, agent, possible):
             raise MultiAgentEnvError(
-                f"{name} returned an observation for agent {agent!r}, which has no observation "
-                f"or action space: the known agents are {sorted(possible, key=str)}. Add it to "
-                "possible_agents and to observation_spaces / action_spaces."
+                f"{_where(env, where)} returned an observation for agent {agent!r}, which has no "
+                f"observation or action space: the known agents are {_listed(possible)}. Add "
+                "it to possible_agents and to observation_spaces / action_spaces."
             )
     episode_over = False
-    if where == "step":
+    if step:
         for field, flags in (("terminateds", terminateds), ("truncateds", truncateds)):
             if ALL_AGENTS not in flags:
                 raise MultiAgentEnvError(
-                    f"{name} returned {field} without the key '__all__' (got keys "
-                    f"{list(flags)}): a multi-agent env says whether the whole episode ended "
-                    f"with {field}['__all__'] = True/False in every step."
+                    f"{_where(env, where)} returned {field} without the key '__all__' (got "
+                    f"keys {list(flags)}): a multi-agent env says whether the whole episode "
+                    f"ended with {field}['__all__'] = True/False in every step."
                 )
-            episode_over = episode_over or bool(flags[ALL_AGENTS])
-        allowed = None if seen_agents is None else set(seen_agents).union(obs)
-        for field, values in (
-            ("rewards", rewards),
-            ("terminateds", terminateds),
-            ("truncateds", truncateds),
-        ):
-            for agent in values:
-                if agent == ALL_AGENTS:
-                    continue
-                if allowed is not None and agent not in allowed:
-                    raise MultiAgentEnvError(
-                        f"{name} returned {field}[{agent!r}], but agent {agent!r} has had no "
-                        f"observation in this episode (seen: {sorted(allowed, key=str)}): an "
-                        "agent gets rewards and done flags only after it observed."
-                    )
-                if allowed is None and not _known(env, agent, possible):
-                    raise MultiAgentEnvError(
-                        f"{name} returned {field}[{agent!r}] for an agent with no spaces: the "
-                        f"known agents are {sorted(possible, key=str)}."
-                    )
-        for agent, flag in truncateds.items():
-            if agent != ALL_AGENTS and flag and agent not in obs:
+        episode_over = bool(terminateds[ALL_AGENTS] or truncateds[ALL_AGENTS])
+        named = (rewards.keys() | terminateds.keys() | truncateds.keys()) - {ALL_AGENTS}
+        if seen_agents is not None:
+            for agent in (named - obs.keys()).difference(seen_agents):
                 raise MultiAgentEnvError(
-                    f"{name} set truncateds[{agent!r}] = True without a final observation for "
-                    f"{agent!r}: a truncated agent's value is bootstrapped from its last "
-                    "observation, so return it in the same step."
+                    f"{_where(env, where)} returned {_field_of(agent, returned)}[{agent!r}], "
+                    f"but agent {agent!r} has had no observation in this episode (seen: "
+                    f"{_listed(set(seen_agents) | obs.keys())}): an agent gets rewards and "
+                    "done flags only after it observed."
+                )
+        for agent in named - possible:
+            if not _known(env, agent, possible):
+                raise MultiAgentEnvError(
+                    f"{_where(env, where)} returned {_field_of(agent, returned)}[{agent!r}] "
+                    f"for an agent with no spaces: the known agents are {_listed(possible)}."
+                )
+        for agent, flag in truncateds.items():
+            if flag and agent != ALL_AGENTS and agent not in obs:
+                raise MultiAgentEnvError(
+                    f"{_where(env, where)} set truncateds[{agent!r}] = True without a final "
+                    f"observation for {agent!r}: a truncated agent's value is bootstrapped "
+                    "from its last observation, so return it in the same step."
                 )
     if not obs and not episode_over:
         raise MultiAgentEnvError(
-            f"{name} returned no observation and the episode is not over: no agent can act "
-            "next. Return an observation for at least one agent, or set '__all__' = True."
+            f"{_where(env, where)} returned no observation and the episode is not over: no "
+            "agent can act next. Return an observation for at least one agent, or set "
+            "'__all__' = True."
         )
 
 
-_STEP_SHAPE = "(obs, rewards, terminateds, truncateds, infos)"
+_RESET_FIELDS = ("observations", "infos")
+_STEP_FIELDS = ("observations", "rewards", "terminateds", "truncateds", "infos")
+
+
+def _check_mappings(env: MultiAgentEnv, where: str, returned: tuple) -> None:
+    fields = _STEP_FIELDS if len(returned) == 5 else _RESET_FIELDS
+    for field, value in zip(fields, returned):
+        if not isinstance(value, Mapping):
+            raise MultiAgentEnvError(
+                f"{_where(env, where)} returned {type(value).__name__} {_short(value)} as its "
+                f"{field}; a multi-agent env returns ({', '.join(fields)}), each a dict keyed "
+                "by agent id."
+            )
+
+
+def _where(env: MultiAgentEnv, where: str) -> str:
+    return f"{type(env).__name__}.{where}()"
+
+
+def _field_of(agent: AgentID, returned: tuple) -> str:
+    """The first of rewards / terminateds / truncateds that names `agent`."""
+    return next(f for f, d in zip(_STEP_FIELDS[1:4], returned[1:4]) if agent in d)
+
+
+def _listed(agents: Collection) -> list:
+    return sorted(agents, key=str)
 
 
 def _short(value: Any, limit: int = 80) -> str:
