@@ -332,10 +332,11 @@ class BaseFields:
         "PolicySpec (spaces, and config overrides for that module). None: one module, "
         "default_policy, that every agent acts with.",
         nullable=True, check=lambda v: _multi_agent().check_policies(v))
-    policy_mapping_fn: Callable[..., str] | None = _runner_field("multi_agent", None,
-        "fn(agent_id, episode, **kwargs) -> module id, called once per agent per episode. "
+    policy_mapping_fn: Callable[..., str] | dict[Any, str] | None = _runner_field("multi_agent",
+        None, "fn(agent_id, episode, **kwargs) -> module id, called once per agent per episode, "
+        "or a dict {agent_id: module_id} (data: experiment files and checkpoints hold it). "
         "None: the only module, else default_policy.",
-        nullable=True, check=lambda v: _multi_agent().check_callable(v))
+        nullable=True, check=lambda v: _multi_agent().check_mapping(v))
     policies_to_train: set[str] | list[str] | Callable[..., bool] | None = field(
         "multi_agent", None,
         "Modules the learner updates: module ids, or fn(module_id, batch) -> bool; None: all. "

@@ -61,8 +61,17 @@ def check_policies_to_train(value: Any) -> str | None:
     return None
 
 
-def check_callable(value: Any) -> str | None:
-    return None if callable(value) else f"{value!r} is not callable"
+def check_mapping(value: Any) -> str | None:
+    """Field check of `policy_mapping_fn`: a function, or a dict {agent_id: module_id}."""
+    if callable(value):
+        return None
+    if isinstance(value, dict):
+        bad = [module_id for module_id in value.values() if not isinstance(module_id, str)]
+        return f"the module ids {bad} are not strings" if bad else None
+    return (
+        f"{value!r} is neither a function (agent_id, episode) -> module id nor a dict "
+        "{agent_id: module_id}"
+    )
 
 
 def policy_specs(config: Any) -> dict[str, PolicySpec]:
@@ -108,9 +117,17 @@ def map_agent_to_module(config: Any, agent_id: Any, episode: Any, known_ids: Ite
     without one, the only module, else `default_policy`. Raises MultiAgentError naming the
     agent, the id returned and the known ids when the id is not one of them."""
     known = list(known_ids)
-    mapping_fn: Callable[..., Any] | None = config.policy_mapping_fn
+    mapping_fn: Callable[..., Any] | dict | None = config.policy_mapping_fn
     if mapping_fn is None:
         module_id = known[0] if len(known) == 1 else DEFAULT_MODULE_ID
+    elif isinstance(mapping_fn, dict):
+        # A dict from a file or checkpoint has string keys; agent ids may be ints (0, 1).
+        module_id = mapping_fn.get(agent_id, mapping_fn.get(str(agent_id)))
+        if module_id is None:
+            raise MultiAgentError(
+                f"policy_mapping_fn (a dict) has no module for agent {agent_id!r}; it maps "
+                f"{sorted(map(str, mapping_fn))}. Add the agent, or give a function."
+            )
     else:
         module_id = mapping_fn(agent_id, episode)
     if module_id not in known:
