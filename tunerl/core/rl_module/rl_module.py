@@ -463,9 +463,7 @@ def action_mask_layout(
         start += size
     mask_columns = columns_of.pop(ACTION_MASK)
     observation_columns = [column for key in others for column in columns_of[key]]
-    observation_space = (
-        next(iter(others.values())) if len(others) == 1 else gym.spaces.Dict(others)
-    )
+    observation_space = next(iter(others.values())) if len(others) == 1 else gym.spaces.Dict(others)
     return ActionMaskLayout(
         observation_space=observation_space,
         observation_columns=torch.as_tensor(observation_columns, dtype=torch.long),
