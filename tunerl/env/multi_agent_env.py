@@ -32,9 +32,6 @@ MultiAgentDict = dict
 ALL_AGENTS = "__all__"
 """The key of `terminateds` / `truncateds` that says the whole episode ended."""
 
-COMMON_INFO = "__common__"
-"""The key of `infos` for information about no agent in particular (RLlib's)."""
-
 
 class MultiAgentEnvError(ValueError):
     """A multi-agent env that broke the dict API: the message names the env, the field and the
@@ -128,7 +125,7 @@ def validate_spaces(env: MultiAgentEnv) -> None:
         )
     if len(set(possible)) != len(possible):
         raise MultiAgentEnvError(f"{name}.possible_agents has duplicates: {possible}.")
-    unknown = [agent for agent in env.agents if agent not in set(possible)]
+    unknown = [agent for agent in env.agents if agent not in possible]
     if unknown:
         raise MultiAgentEnvError(
             f"{name}.agents has {unknown}, which are not in possible_agents {possible}."
