@@ -12,6 +12,9 @@ MultiAgentEpisode has its own SingleAgentEpisode), so GAE, V-trace and n-step re
 each agent's own steps unchanged; `agent_id` names the agent.
 
 Actions are computed once per module per step, for all envs and agents it serves at once.
+For modules with `uses_global_state` (a centralised critic, MAPPO) the rows also hold the
+env's global state before and after the step (`state`, `new_state`; see
+`tunerl.core.rl_module.central_critic`), and `state` is passed to the module when it acts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tunerl.core.distributions import sample_with_logp
 from tunerl.core.env_runner import EnvActions
 from tunerl.core.multi_agent import map_agent_to_module
 from tunerl.core.rl_module import MultiRLModuleSpec, flattened_by_env_runner
+from tunerl.core.rl_module.central_critic import GlobalState, uses_global_state
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.env.multi_agent_env import MultiAgentEnv, check_multi_agent_output
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_env
@@ -53,6 +57,8 @@ _ROW_COLUMNS = (
     columns.T,
     columns.AGENT_ID,
 )
+# Rows of modules that use the global state (central_critic) also hold these.
+_STATE_COLUMNS = (columns.STATE, columns.NEW_STATE)
 
 
 class AgentSpaces:
@@ -92,6 +98,8 @@ class Episode:
         self.trajectories: dict[Any, _Trajectory] = {}
         # The observations of the agents that act next: {agent_id: module-ready obs}.
         self.obs: dict[Any, np.ndarray] = {}
+        # The global state now, when a module uses it (central_critic.GlobalState).
+        self.state: np.ndarray | None = None
 
     @property
     def agent_ids(self) -> list:
@@ -150,6 +158,11 @@ class MultiAgentEnvRunner:
         self.generator = torch.Generator()
         self._dist_cls = {mid: module.get_action_dist_cls() for mid, module in self.module.items()}
         self._check_env = not config.disable_env_checking
+        # Global state (MAPPO): tracked per env only when a module asks for it.
+        self._state_modules = {mid for mid, mod in self.module.items() if uses_global_state(mod)}
+        self._global_states = (
+            [GlobalState(env) for env in self.envs] if self._state_modules else None
+        )
         self._spaces: dict[Any, AgentSpaces] = {}
         self._next_id = worker_index * _ID_STRIDE
         self._seed = seed
@@ -322,6 +335,8 @@ class MultiAgentEnvRunner:
             check_multi_agent_output(env, "reset", obs, infos=infos)
         episode = Episode(self._next_id, env_index)
         self._next_id += 1
+        if self._global_states is not None:
+            episode.state = self._global_states[env_index].reset(obs)
         for agent_id, agent_obs in obs.items():
             self._add_agent(episode, env, agent_id)
             episode.obs[agent_id] = self._observation(env, agent_id, agent_obs)
@@ -358,8 +373,13 @@ class MultiAgentEnvRunner:
         for module_id, acting in by_module.items():
             module = self.module[module_id]
             obs = np.stack([episode.obs[agent_id] for episode, agent_id in acting])
+            states = None
+            if module_id in self._state_modules:
+                states = np.stack([episode.state for episode, _ in acting])
             with torch.inference_mode():
                 batch = {columns.OBS: torch.from_numpy(obs)}
+                if states is not None:
+                    batch[columns.STATE] = torch.from_numpy(states)
                 if explore:
                     out = module.forward_exploration(batch)
                 else:
@@ -387,6 +407,8 @@ class MultiAgentEnvRunner:
                     columns.T: trajectory.t,
                     columns.AGENT_ID: str(agent_id),
                 }
+                if states is not None:
+                    trajectory.pending[columns.STATE] = states[i]
                 trajectory.last_obs = obs[i]
                 trajectory.t += 1
                 spaces = self._spaces[agent_id]
@@ -435,6 +457,13 @@ class MultiAgentEnvRunner:
         del infos
         episode.length += 1
         trajectories = episode.trajectories
+        if self._global_states is not None:
+            # Every transition closed in this step ends in the state after it.
+            tracker = self._global_states[episode.env_index]
+            episode.state = tracker.step(obs, terminateds, truncateds)
+            for trajectory in trajectories.values():
+                if trajectory.pending is not None and columns.STATE in trajectory.pending:
+                    trajectory.pending[columns.NEW_STATE] = episode.state
         for agent_id, reward in rewards.items():
             reward = float(reward)
             if self._check_env and not np.isfinite(reward):
@@ -518,7 +547,8 @@ def _agent_done(
 
 
 def _stack(rows: list[dict[str, Any]]) -> SampleBatch:
-    batch = {key: np.stack([row[key] for row in rows]) for key in _ROW_COLUMNS}
+    keys = (*_ROW_COLUMNS, *_STATE_COLUMNS) if columns.STATE in rows[0] else _ROW_COLUMNS
+    batch = {key: np.stack([row[key] for row in rows]) for key in keys}
     batch[columns.REWARDS] = batch[columns.REWARDS].astype(np.float32)
     return SampleBatch(batch)
 
