@@ -142,7 +142,8 @@ class Algorithm(tune.Trainable):
         logger.setLevel(self.config.log_level.replace("WARN", "WARNING"))
         callbacks_class = self.config.callbacks_class or Callbacks
         self.callbacks = callbacks_class()
-        self._env_creator = resolve_env_creator(self.config.env)
+        env = self.config.env
+        self._env_creator = resolve_env_creator(env) if env is not None else None
         self._build()
         self.callbacks.on_algorithm_init(algorithm=self)
 
@@ -227,11 +228,14 @@ class Algorithm(tune.Trainable):
         `model_config` and the user's `rl_module_spec`. Algorithms with a module of their own
         (DQN, SAC) fill in its class."""
         config = self.config
-        probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
-        try:
-            obs_space, action_space = probe.single_observation_space, probe.single_action_space
-        finally:
-            probe.close()
+        if config.observation_space is not None and config.action_space is not None:
+            obs_space, action_space = config.observation_space, config.action_space
+        else:
+            probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
+            try:
+                obs_space, action_space = probe.single_observation_space, probe.single_action_space
+            finally:
+                probe.close()
         user_spec = config.rl_module_spec or RLModuleSpec()
         return RLModuleSpec(
             module_class=user_spec.module_class,

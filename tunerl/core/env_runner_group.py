@@ -145,7 +145,7 @@ class EnvRunnerGroup:
         self._in_flight: dict[int, list[Any]] = {}
         self._unchecked: dict[int, list[Any]] = {}
         if num_env_runners == 0:
-            self.local_env_runner = EnvRunner(
+            self.local_env_runner = (config.env_runner_cls or EnvRunner)(
                 config, module_spec, worker_index=0, seed=seed_fn(0), env_creator=env_creator
             )
         else:
@@ -174,7 +174,7 @@ class EnvRunnerGroup:
             "num_gpus": self.config.num_gpus_per_env_runner,
         }
         threads = max(1, int(self.config.num_cpus_per_env_runner))
-        actor = ray.remote(**options)(EnvRunner).remote(
+        actor = ray.remote(**options)(self.config.env_runner_cls or EnvRunner).remote(
             self.config, self._module_spec, index, self._seed_fn(index), self._env_creator, threads
         )
         if self._weights_ref is not None:  # a restart: the weights the others have

@@ -1,0 +1,1 @@
+"""Example envs and clients (`ray.rllib.examples.envs`' place)."""
