@@ -120,6 +120,8 @@ class ExternalEnvServer:
             self._wake_w.send(b"x")
         except BlockingIOError:
             pass  # a wake-up is already pending
+        except OSError:
+            pass  # stopped: nothing to wake
 
     @property
     def num_clients(self) -> int:
@@ -130,9 +132,14 @@ class ExternalEnvServer:
 
     def stop(self) -> None:
         """Closes every connection and the listening socket; returns when the loop ended."""
+        if self._wake_w.fileno() < 0:
+            return  # stopped before
         self._stopping.set()
         self.wake()
         self._thread.join(timeout=10)
+        # Closed here, not by the loop: the loop may end between set() and wake() above.
+        self._wake_r.close()
+        self._wake_w.close()
 
     # --------------------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -161,8 +168,6 @@ class ExternalEnvServer:
                 self._close(session, "server stopping")
             self._selector.close()
             self._listener.close()
-            self._wake_r.close()
-            self._wake_w.close()
 
     def _accept(self) -> None:
         while True:
