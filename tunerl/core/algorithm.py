@@ -228,9 +228,8 @@ class Algorithm(tune.Trainable):
         `model_config` and the user's `rl_module_spec`. Algorithms with a module of their own
         (DQN, SAC) fill in its class."""
         config = self.config
-        if config.observation_space is not None and config.action_space is not None:
-            obs_space, action_space = config.observation_space, config.action_space
-        else:
+        obs_space, action_space = config.observation_space, config.action_space
+        if obs_space is None or action_space is None:
             probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
             try:
                 obs_space, action_space = probe.single_observation_space, probe.single_action_space
