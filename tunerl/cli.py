@@ -6,6 +6,8 @@ tunerl best ~/tunerl_results/<sweep> --export best_module
 tunerl evaluate best_module --episodes 20
 tunerl plot ~/tunerl_results/<sweep>
 tunerl list PPO
+tunerl serve best_module --port 8000
+tunerl export best_module --format onnx --out policy.onnx
 """
 
 from __future__ import annotations
@@ -249,6 +251,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tunerl.serving.http_server import ACTIONS_PATH, PolicyHTTPServer
+    from tunerl.serving.inference import GreedyPolicy, load_module
+
+    policy = GreedyPolicy(load_module(args.checkpoint, args.module_id, args.allow_import))
+    server = PolicyHTTPServer(policy, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"Serving {args.checkpoint} ({args.module_id}) on http://{host}:{port}{ACTIONS_PATH}")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunerl.serving.export_inference import export_module
+    from tunerl.serving.inference import load_module
+
+    module = load_module(args.checkpoint, args.module_id, args.allow_import)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = args.out or str(Path(args.checkpoint).resolve().with_suffix("").name) + suffix
+    try:
+        path = export_module(module, out, args.format)
+    except ImportError as error:
+        raise CLIError(
+            f"--format {args.format} needs {error.name}: pip install 'tunerl[export]'."
+        ) from None
+    print(f"Wrote {path}")
+    return 0
+
+
 def cmd_best(args: argparse.Namespace) -> int:
     from tunerl.tuning import rank_trials
 
@@ -414,6 +449,25 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--export", metavar="DIR", help="copy the best module out to DIR")
         else:
             sub.add_argument("--out", help="PNG path (default <experiment>/sweep.png)")
+        sub.set_defaults(func=func)
+
+    serve = commands.add_parser("serve", help="answer HTTP requests with a module's actions")
+    serve.add_argument("checkpoint", help="a checkpoint, an export, or a module folder")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    serve.add_argument("--port", type=int, default=8000)
+    export = commands.add_parser("export", help="a module's inference as ONNX or TorchScript")
+    export.add_argument("checkpoint", help="a checkpoint, an export, or a module folder")
+    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--out", help="the file to write (default <checkpoint>.onnx or .pt)")
+    for sub, func in ((serve, cmd_serve), (export, cmd_export)):
+        sub.add_argument("--module-id", default="default_policy", help="the module to use")
+        sub.add_argument(
+            "--allow-import",
+            action="append",
+            default=[],
+            metavar="PACKAGE",
+            help="let the checkpoint's classes be imported from PACKAGE (repeatable)",
+        )
         sub.set_defaults(func=func)
 
     list_cmd = commands.add_parser("list", help="algorithms and their config fields")

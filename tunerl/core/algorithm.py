@@ -146,7 +146,8 @@ class Algorithm(tune.Trainable):
         logger.setLevel(self.config.log_level.replace("WARN", "WARNING"))
         callbacks_class = self.config.callbacks_class or Callbacks
         self.callbacks = callbacks_class()
-        self._env_creator = resolve_env_creator(self.config.env)
+        env = self.config.env
+        self._env_creator = resolve_env_creator(env) if env is not None else None
         self._build()
         self.callbacks.on_algorithm_init(algorithm=self)
 
@@ -157,7 +158,7 @@ class Algorithm(tune.Trainable):
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.module_spec, self._runner_class = self._module_spec_and_runner_class()
-        self.is_multi_agent = self._runner_class is not EnvRunner
+        self.is_multi_agent = issubclass(self._runner_class, MultiAgentEnvRunner)
         try:
             self.learner = self._make_learner(config)
             self._load_module_states()
@@ -240,6 +241,12 @@ class Algorithm(tune.Trainable):
         agents it serves) and the runner class: a MultiAgentEnv is sampled by
         MultiAgentEnvRunner, any other env by EnvRunner."""
         config = self.config
+        given = config.observation_space, config.action_space
+        if None not in given:
+            # Samples come from outside (external clients): the spaces are given.
+            spec = self.default_module_spec(DEFAULT_MODULE_ID, *given)
+            specs = {DEFAULT_MODULE_ID: spec}
+            return MultiRLModuleSpec(rl_module_specs=specs), config.env_runner_cls or EnvRunner
         probe = make_env(config.env, config.env_config, 0, 0, self._env_creator)
         try:
             if isinstance(probe, MultiAgentEnv):
@@ -254,8 +261,13 @@ class Algorithm(tune.Trainable):
                     "the policies."
                 )
             else:
-                spaces = {DEFAULT_MODULE_ID: (probe.observation_space, probe.action_space)}
-                runner_class = EnvRunner
+                spaces = {
+                    DEFAULT_MODULE_ID: (
+                        config.observation_space or probe.observation_space,
+                        config.action_space or probe.action_space,
+                    )
+                }
+                runner_class = config.env_runner_cls or EnvRunner
         finally:
             probe.close()
         specs = {

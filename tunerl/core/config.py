@@ -230,10 +230,16 @@ class AlgorithmConfig(BaseFields, _Config):
                 raise ConfigError(self._message(name, value, problem))
         self._check_model_config_keys()
         self._check_multi_agent()
-        if self.env is None:
+        if self.env is None and not (
+            self.env_runner_cls is not None
+            and self.observation_space is not None
+            and self.action_space is not None
+        ):
             raise ConfigError(
                 f"{type(self).__name__} has no env: call .environment('CartPole-v1') or "
-                "another Gymnasium id, a registered name or a gymnasium.Env subclass."
+                "another Gymnasium id, a registered name or a gymnasium.Env subclass (or, for "
+                "external clients, .env_runners(env_runner_cls=ExternalEnvRunner) and "
+                ".environment(observation_space=..., action_space=...))."
             )
         if "minibatch_size" in self.FIELDS and (
             self.minibatch_size > self.train_batch_size_per_learner

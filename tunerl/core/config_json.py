@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
+
 from tunerl.core import class_resolution, multi_agent, spaces_json
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.checkpoint_io import CheckpointError
@@ -27,8 +29,15 @@ _POLICY_SPECS_KEY = "__policy_specs__"
 # Functions (a policy mapping, policies_to_train) are code: a checkpoint names them for the
 # error message only, and never gets one back.
 _FUNCTION_KEY = "__function__"
-# Config fields that may name a class in a checkpoint, and the base it must have.
-_CLASS_FIELDS: dict[str, type] = {"callbacks_class": Callbacks, "learner_class": Learner}
+_SPACE_KEY = "__space__"
+# Config fields that may name a class in a checkpoint, and the base it must have
+# (env_runner_cls: any class already imported; its field's check then refuses a class that
+# is not an env runner, before anything is built).
+_CLASS_FIELDS: dict[str, type] = {
+    "callbacks_class": Callbacks,
+    "learner_class": Learner,
+    "env_runner_cls": object,
+}
 
 
 def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
@@ -38,6 +47,8 @@ def config_to_json(config: AlgorithmConfig) -> dict[str, Any]:
     for name, value in config.to_dict().items():
         if isinstance(value, type):
             value = {_CLASS_KEY: class_resolution.class_path(value)}
+        elif isinstance(value, gym.Space):
+            value = {_SPACE_KEY: spaces_json.space_to_json(value)}
         elif isinstance(value, RLModuleSpec):
             value = {_SPEC_KEY: _spec_to_json(value)}
         elif isinstance(value, MultiRLModuleSpec):
@@ -126,6 +137,8 @@ def config_from_json(
         field = f"{where}: config.{name}"
         if name == "env":
             value = env_from_checkpoint(value, field)
+        elif isinstance(value, dict) and set(value) == {_SPACE_KEY}:
+            value = spaces_json.space_from_json(value[_SPACE_KEY])
         elif isinstance(value, dict) and _CLASS_KEY in value:
             if name not in _CLASS_FIELDS:
                 raise CheckpointError(

@@ -244,6 +244,25 @@ def _multi_agent() -> Any:
     return multi_agent
 
 
+def check_space(value: Any) -> str | None:
+    import gymnasium as gym
+
+    return None if isinstance(value, gym.Space) else "must be a gymnasium.spaces.Space"
+
+
+def check_env_runner_cls(value: Any) -> str | None:
+    """tunerl's EnvRunner or ExternalEnvRunner, or a subclass of one (imported when checked)."""
+    from tunerl.core.env_runner import EnvRunner
+    from tunerl.env.external.external_env_runner import ExternalEnvRunner
+
+    if isinstance(value, type) and issubclass(value, EnvRunner | ExternalEnvRunner):
+        return None
+    return (
+        f"{value!r} is not an env runner class: give tunerl.env.external.ExternalEnvRunner, "
+        "tunerl.core.env_runner.EnvRunner or a subclass of one"
+    )
+
+
 def _runner_field(section: str, default: Any, doc: str, *types: type, **rules: Any) -> Any:
     """A field the env runners are built with: a change needs new runners."""
     return field(section, default, doc, *types, rebuilds_runners=True, **rules)
@@ -267,6 +286,15 @@ class BaseFields:
         "the policy is trained on).", bool)
     disable_env_checking: bool = _runner_field("environment", False,
         "Skip the per-step checks for NaN and observations outside the observation space.", bool)
+    observation_space: gym.Space | None = _runner_field("environment", None,
+        "The env's observation space, when no env is built here to read it from (external "
+        "clients, env_runner_cls=ExternalEnvRunner).", nullable=True, check=check_space)
+    action_space: gym.Space | None = _runner_field("environment", None,
+        "The env's action space (as observation_space).", nullable=True, check=check_space)
+    env_runner_cls: type | None = _runner_field("env_runners", None,
+        "The env runner class: None for tunerl's EnvRunner (Gymnasium envs); "
+        "tunerl.env.external.ExternalEnvRunner to sample from external clients over TCP "
+        "(env_config: port, host, token).", nullable=True, check=check_env_runner_cls)
     num_env_runners: int = _runner_field("env_runners", 0,
         "Remote env-runner actors; 0 samples in the algorithm's own process, without Ray.",
         int, low=0)

@@ -1,1 +1,1 @@
-"""Example envs (`ray.rllib.examples.envs`' place)."""
+"""Example envs and clients (`ray.rllib.examples.envs`' place)."""
