@@ -2,7 +2,7 @@
 tunerl's simple_spread curves (shared-policy PPO and MAPPO).
 
     python benchmarks/multi_agent.py cartpole [--seeds 0 1 2] [--rllib-timeout 1200]
-        [--peer-python /work/peers-venv/bin/python] [--no-rllib] [--json out.json]
+        [--peer-python /work/peers-venv/bin/python] [--no-rllib | --no-tunerl] [--json out.json]
     python benchmarks/multi_agent.py spread [--experiments ppo_simple_spread mappo_simple_spread]
         [--timeout 1500] [--json out.json]
 
@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +44,19 @@ def _clock(t0: float):
     return lambda: round(time.time() - t0, 2)
 
 
+def _write_progress(path: str | None, curve: list) -> None:
+    """The curve so far, for the driver to read if this process is killed at its timeout."""
+    if path:
+        Path(path).write_text(json.dumps(curve))
+
+
 def run_tunerl(
-    experiment_path: Path, seed: int | None, clock, until_target: bool, max_s: float
+    experiment_path: Path,
+    seed: int | None,
+    clock,
+    until_target: bool,
+    max_s: float,
+    progress: str | None = None,
 ) -> dict:
     from tunerl.experiments import load_experiment, lookup, reached_stop_keys
 
@@ -60,6 +72,7 @@ def run_tunerl(
             value = lookup(result, experiment.target_metric)
             steps = result["num_env_steps_sampled_lifetime"]
             curve.append([steps, None if value is None else round(float(value), 2), clock()])
+            _write_progress(progress, curve)
             # Stop before the driver's timeout kills the process, so the curve is printed.
             if reached_stop_keys(result, stop) or clock() > max_s:
                 break
@@ -76,11 +89,14 @@ def run_tunerl(
         "env_steps": curve[-1][0],
         "startup_s": startup_s,
         "end_s": clock(),
+        # CPU seconds of this process (tunerl samples and learns in it with
+        # num_env_runners=0): what the run costs with the machine's other load taken out.
+        "cpu_s": round(time.process_time(), 2),
         "curve": curve,
     }
 
 
-def run_rllib_cartpole(seed: int, clock, timeout_s: float) -> dict:
+def run_rllib_cartpole(seed: int, clock, timeout_s: float, progress: str | None = None) -> dict:
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
@@ -108,8 +124,8 @@ def run_rllib_cartpole(seed: int, clock, timeout_s: float) -> dict:
     algo = config.build_algo()
     startup_s = clock()
     curve = []
-    return_mean, env_steps = math.nan, 0
-    while return_mean < CARTPOLE_TARGET and env_steps < CARTPOLE_MAX_STEPS:
+    reached, return_mean, env_steps = False, math.nan, 0
+    while not reached and env_steps < CARTPOLE_MAX_STEPS:
         # Stop before the outer timeout kills the process, so the curve so far is printed.
         if clock() > timeout_s:
             break
@@ -121,10 +137,12 @@ def run_rllib_cartpole(seed: int, clock, timeout_s: float) -> dict:
             or result.get("num_env_steps_sampled_lifetime", 0)
         )
         curve.append([env_steps, round(return_mean, 2), clock()])
+        _write_progress(progress, curve)
+        reached = return_mean >= CARTPOLE_TARGET  # False while the mean is nan (no episode)
     algo.stop()
     ray.shutdown()
     return {
-        "reached": return_mean >= CARTPOLE_TARGET,
+        "reached": reached,
         "seed": seed,
         "return_mean": return_mean,
         "env_steps": env_steps,
@@ -140,16 +158,23 @@ def _in_fresh_process(args: argparse.Namespace) -> None:
     if args.run == "tunerl":
         until_target = args.experiment == str(CARTPOLE_EXPERIMENT)
         max_s = args.timeout - 60
-        result = run_tunerl(Path(args.experiment), args.seed, clock, until_target, max_s)
+        result = run_tunerl(
+            Path(args.experiment), args.seed, clock, until_target, max_s, args.progress
+        )
     else:
-        result = run_rllib_cartpole(args.seed, clock, args.rllib_timeout - 60)
+        result = run_rllib_cartpole(args.seed, clock, args.rllib_timeout - 60, args.progress)
     print_result(result)
 
 
 # ------------------------------------------------------------------------ the driver
 def _fresh(command: list[str], timeout_s: float, env: dict | None = None) -> dict:
     load_before = os.getloadavg()
-    result = run_fresh(command, timeout_s, env)
+    with tempfile.TemporaryDirectory() as folder:
+        progress = Path(folder) / "curve.json"
+        result = run_fresh([*command, "--progress", str(progress)], timeout_s, env)
+        if "curve" not in result and progress.exists():
+            # Killed at the timeout: the curve up to its last finished iteration.
+            result["curve"] = json.loads(progress.read_text())
     result["loadavg_before"] = [round(x, 2) for x in load_before]
     result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -157,12 +182,14 @@ def _fresh(command: list[str], timeout_s: float, env: dict | None = None) -> dic
 
 def _summary(name: str, result: dict) -> str:
     if "env_steps" not in result:
-        return f"{name}: {result.get('status')} {result.get('error', '')[-300:]}"
+        last = result.get("curve", [])[-1:] or "no iteration finished"
+        return f"{name}: {result.get('status')} {result.get('error', '')[-300:]}; last {last}"
     return (
         f"{name}: reached={result['reached']} return {result['return_mean']:.1f} "
         f"(best {result.get('best_return_mean', result['return_mean']):.1f}) at "
         f"{result['env_steps']} env steps, {result['end_s']} s (startup {result['startup_s']} s)"
-        f"; load {result['loadavg_before']} -> {result['loadavg_after']}"
+        f", cpu {result.get('cpu_s', '-')} s; load {result['loadavg_before']} -> "
+        f"{result['loadavg_after']}"
     )
 
 
@@ -175,12 +202,14 @@ def main() -> None:
     parser.add_argument("--rllib-timeout", type=float, default=1200.0)
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
     parser.add_argument("--no-rllib", action="store_true")
+    parser.add_argument("--no-tunerl", action="store_true", help="cartpole: RLlib only")
     parser.add_argument("--json")
     # In the fresh process.
     parser.add_argument("--run", choices=("tunerl", "rllib"))
     parser.add_argument("--experiment")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--t0", type=float)
+    parser.add_argument("--progress")
     args = parser.parse_args()
     if args.run:
         _in_fresh_process(args)
@@ -188,7 +217,7 @@ def main() -> None:
     script = [sys.executable, __file__]
     results: dict[str, dict] = {"uptime_start": list(os.getloadavg())}
     if args.task == "cartpole":
-        for seed in args.seeds:
+        for seed in [] if args.no_tunerl else args.seeds:
             command = [*script, "--run", "tunerl", "--experiment", str(CARTPOLE_EXPERIMENT)]
             command += ["--seed", str(seed), "--timeout", str(args.timeout)]
             result = _fresh(command, args.timeout)
