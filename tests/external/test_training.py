@@ -156,7 +156,7 @@ def test_a_remote_runner_actor_serves_on_port_plus_its_index():
 
 def _start_client(port: int, mode: str, num_envs: int, seed: int) -> subprocess.Popen:
     command = [sys.executable, "-m", CLIENT, "--port", str(port), "--mode", mode]
-    command += ["--num-envs", str(num_envs), "--seed", str(seed), "--timeout-s", "60"]
+    command += ["--num-envs", str(num_envs), "--seed", str(seed), "--timeout-s", "180"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
