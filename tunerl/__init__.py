@@ -7,8 +7,12 @@ result = algo.train()
 
 from tunerl._version import __version__
 from tunerl.algorithms.appo import APPO, APPOConfig
+from tunerl.algorithms.bc import BC, BCConfig
+from tunerl.algorithms.cql import CQL, CQLConfig, DiscreteCQL, DiscreteCQLConfig
 from tunerl.algorithms.dqn import DQN, DQNConfig
 from tunerl.algorithms.impala import IMPALA, IMPALAConfig
+from tunerl.algorithms.iql import IQL, IQLConfig
+from tunerl.algorithms.marwil import MARWIL, MARWILConfig
 from tunerl.algorithms.ppo import PPO, PPOConfig
 from tunerl.algorithms.sac import SAC, SACConfig
 from tunerl.core.algorithm import Algorithm
@@ -40,6 +44,11 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "SAC": SAC,
     "APPO": APPO,
     "IMPALA": IMPALA,
+    "BC": BC,
+    "MARWIL": MARWIL,
+    "CQL": CQL,
+    "DiscreteCQL": DiscreteCQL,
+    "IQL": IQL,
     # The 40-line examples of a custom algorithm: registered, so the contract suite and the
     # learning tests (experiments/vpg_cartpole.yaml, a2c_cartpole.yaml) cover them too.
     "VPG": VPG,
@@ -106,6 +115,16 @@ __all__ = [
     "SACConfig",
     "SampleBatch",
     "__version__",
+    "BC",
+    "BCConfig",
+    "MARWIL",
+    "MARWILConfig",
+    "CQL",
+    "CQLConfig",
+    "DiscreteCQL",
+    "DiscreteCQLConfig",
+    "IQL",
+    "IQLConfig",
     "concat_samples",
     "make_multi_agent",
     "register_env",

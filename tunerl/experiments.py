@@ -51,7 +51,10 @@ __all__ = [
 # The name under which the learning tests and benchmarks read a result key.
 lookup = get_path
 _REQUIRED_KEYS = ("algo", "env", "stop", "target")
-_KEYS = (*_REQUIRED_KEYS, "name", "config", "description", "search_space", "num_samples")
+_KEYS = (*_REQUIRED_KEYS, "name", "config", "description", "search_space", "num_samples", "dataset")
+# An offline experiment's `dataset`: the online experiment file whose policy records it, the
+# rows, and the share recorded by an untrained policy (`tunerl.offline.recording`).
+_DATASET_KEYS = ("expert", "rows", "random_fraction")
 _TARGET_KEYS = ("metric", "min")
 DEFAULT_NUM_SAMPLES = 8
 
@@ -68,6 +71,7 @@ class Experiment:
     search_space_path: str | None = None
     num_samples: int = DEFAULT_NUM_SAMPLES
     path: Path | None = field(default=None, repr=False)
+    dataset: dict[str, Any] | None = None
 
     @property
     def target_metric(self) -> str:
@@ -156,6 +160,11 @@ def experiment_from_dict(data: Any, path: Path | None = None) -> Experiment:
     num_samples = data.get("num_samples", DEFAULT_NUM_SAMPLES)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ConfigError(f"{where}: num_samples must be a positive integer, got {num_samples!r}.")
+    dataset = data.get("dataset")
+    if dataset is not None and (
+        not isinstance(dataset, dict) or set(dataset) != set(_DATASET_KEYS)
+    ):
+        raise ConfigError(f"{where}: dataset needs exactly {list(_DATASET_KEYS)}, got {dataset!r}.")
     config = data.get("config") or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: config needs a mapping of field: value, got {config!r}.")
@@ -170,6 +179,7 @@ def experiment_from_dict(data: Any, path: Path | None = None) -> Experiment:
         search_space_path=data.get("search_space"),
         num_samples=num_samples,
         path=path,
+        dataset=dataset,
     )
     try:
         experiment.algo_config().validate()

@@ -8,6 +8,8 @@ the field exists), never from a table of algorithm names.
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +37,8 @@ TINY_FIELDS: dict[str, Any] = {
     "model_config": {"fcnet_hiddens": [16]},
     "replay_buffer_config": {"type": "ReplayBuffer", "capacity": 1000},
 }
+# An algorithm that trains on recorded data: an iteration of two updates of 64 rows.
+TINY_OFFLINE_FIELDS: dict[str, Any] = {"min_train_timesteps_per_iteration": 128}
 # A config whose default rollout_fragment_length is a number of steps (the off-policy ones,
 # which update between fragments) gets this one; "auto" stays "auto".
 TINY_FRAGMENT_STEPS = 4
@@ -43,6 +47,37 @@ TINY_FRAGMENT_STEPS = 4
 # that lag the learner by a timing-dependent number of updates (IMPALA, APPO): with remote
 # runners its results depend on the clock, so seeded repeats are checked with the local one.
 ASYNC_SAMPLING_FIELD = "broadcast_interval"
+
+
+# An algorithm that trains on recorded data (it declares `input_`) gets this many rows of
+# the env, recorded once per test session by PPO's env runners (`offline_data(output=...)`).
+OFFLINE_ROWS = 512
+_RECORDED: dict[Any, str] = {}
+
+
+def trains_offline(name: str) -> bool:
+    return declares(name, "input_")
+
+
+def recorded_input(env: Any, env_config: dict | None = None) -> str:
+    """A folder of OFFLINE_ROWS rows of `env` sampled by an untrained PPO, recorded once."""
+    key = (env, tuple(sorted((env_config or {}).items())))
+    if key not in _RECORDED:
+        folder = Path(tempfile.mkdtemp(prefix="tunerl-contract-data-"))
+        recorder = (
+            tunerl.PPOConfig()
+            .environment(env, env_config=env_config or {})
+            .training(train_batch_size_per_learner=OFFLINE_ROWS, minibatch_size=OFFLINE_ROWS)
+            .offline_data(output=str(folder), output_max_rows_per_file=OFFLINE_ROWS // 2)
+            .debugging(seed=0)
+            .build_algo()
+        )
+        try:
+            recorder.train()
+        finally:
+            recorder.stop()
+        _RECORDED[key] = str(folder)
+    return _RECORDED[key]
 
 
 def config_class(name: str) -> type[AlgorithmConfig]:
@@ -61,24 +96,39 @@ def tiny_settings(config_cls: type[AlgorithmConfig], **overrides: Any) -> dict[s
     """`TINY_FIELDS` restricted to the fields `config_cls` declares, plus `overrides`."""
     fields = config_cls.FIELDS
     settings = {name: value for name, value in TINY_FIELDS.items() if name in fields}
-    if isinstance(fields["rollout_fragment_length"].default, int):
+    if "input_" in fields:
+        settings.update(TINY_OFFLINE_FIELDS)
+    fragment = fields.get("rollout_fragment_length")  # offline algorithms have none
+    if fragment is not None and isinstance(fragment.default, int):
         settings["rollout_fragment_length"] = TINY_FRAGMENT_STEPS
     settings.update(overrides)
     return settings
 
 
+# An algorithm that trains on Box actions only (`continuous_actions_only`) runs on this env.
+CONTINUOUS_ENV = "Pendulum-v1"
+
+
+def default_env(name: str) -> str:
+    continuous = getattr(tunerl.ALGORITHMS[name], "continuous_actions_only", False)
+    return CONTINUOUS_ENV if continuous else "CartPole-v1"
+
+
 def tiny_config(
     name: str,
-    env: Any = "CartPole-v1",
+    env: Any = None,
     num_env_runners: int = 0,
     seed: int | None = 0,
     **overrides: Any,
 ) -> AlgorithmConfig:
     """The registered algorithm `name` with tiny settings on `env`."""
     config_cls = config_class(name)
+    env = default_env(name) if env is None else env
     config = config_cls().environment(env).env_runners(num_env_runners=num_env_runners)
     for field, value in tiny_settings(config_cls, **overrides).items():
         getattr(config, config_cls.FIELDS[field].section)(**{field: value})
+    if trains_offline(name) and "input_" not in overrides:
+        config.offline_data(input_=recorded_input(env, overrides.get("env_config")))
     return config.debugging(seed=seed)
 
 

@@ -17,7 +17,7 @@ import pytest
 import tunerl
 from tunerl import AlgorithmConfig
 
-from .helpers import ALGORITHM_NAMES, config_class, tiny_config
+from .helpers import ALGORITHM_NAMES, config_class, tiny_config, trains_offline
 
 # The config machinery, and its methods that handle every field alike (copy, check,
 # compare, serialize): a read inside one of them does not count. Its other methods derive a
@@ -79,6 +79,17 @@ def exercise(name: str, num_env_runners: int, tmp_path: Path) -> None:
     config = tiny_config(name, num_env_runners=num_env_runners, **branches).evaluation(
         evaluation_interval=1, evaluation_duration=2
     )
+    # Recording, in the run with the local runner (its fields are read where an output is
+    # set): the training runner, or for an algorithm that does not sample, the evaluation
+    # runner; that one is remote in the other run (the timeouts are read for it).
+    output = {"output": str(tmp_path / "recorded"), "output_max_rows_per_file": 50}
+    if trains_offline(name):
+        if num_env_runners:
+            config.evaluation(evaluation_num_env_runners=1)
+        else:
+            config.evaluation(evaluation_config=output)
+    elif not num_env_runners:
+        config.offline_data(**output)
     tunerl.ALGORITHMS[name].default_resource_request(config)
     algo = config.build_algo()
     try:

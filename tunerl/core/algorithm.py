@@ -194,8 +194,9 @@ class Algorithm(tune.Trainable):
 
     def _make_evaluation_group(self) -> EnvRunnerGroup:
         config = self.config
+        # Evaluation runners record only where evaluation_config names an output of their own.
         return EnvRunnerGroup(
-            config.with_overrides(config.evaluation_config),
+            config.with_overrides({"output": None, **config.evaluation_config}),
             self.module_spec,
             config.evaluation_num_env_runners,
             self._runner_seed,
@@ -472,7 +473,8 @@ class Algorithm(tune.Trainable):
         trained = self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] - trained_before
         return (
             time.perf_counter() - start >= (config.min_time_s_per_iteration or 0)
-            and sampled >= config.min_sample_timesteps_per_iteration
+            # An algorithm that does not sample counts trained steps only.
+            and (not self.samples_from_env or sampled >= config.min_sample_timesteps_per_iteration)
             and trained >= config.min_train_timesteps_per_iteration
         )
 

@@ -206,6 +206,11 @@ class AlgorithmConfig(BaseFields, _Config):
         """A tunerl.Callbacks subclass (called at init, after sampling, with every result)."""
         return self._update("callbacks", {"callbacks_class": callbacks_class})
 
+    def offline_data(self: _Self, **kwargs: Any) -> _Self:
+        """output, output_max_rows_per_file, output_compress_columns (every algorithm);
+        input_ and the reading fields (the offline algorithms)."""
+        return self._update("offline_data", kwargs)
+
     def reporting(self: _Self, **kwargs: Any) -> _Self:
         """metrics_num_episodes_for_smoothing, min_time_s_per_iteration,
         min_sample_timesteps_per_iteration."""
@@ -249,7 +254,8 @@ class AlgorithmConfig(BaseFields, _Config):
                 f"train_batch_size_per_learner={self.train_batch_size_per_learner}; it must "
                 "be at most the train batch."
             )
-        self.get_rollout_fragment_length()  # refuses 'auto' where it has no meaning
+        if "rollout_fragment_length" in self.FIELDS:  # not in the offline algorithms'
+            self.get_rollout_fragment_length()  # refuses 'auto' where it has no meaning
         self._check_overrides(self.evaluation_config)
         if self.evaluation_parallel_to_training and self.evaluation_num_env_runners == 0:
             raise ConfigError(

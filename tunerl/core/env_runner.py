@@ -23,6 +23,7 @@ from tunerl.core.distributions import sample_with_logp
 from tunerl.core.rl_module import MultiRLModuleSpec, RLModule, flattened_by_env_runner
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_vector_env
+from tunerl.offline.output_writer import OutputWriter
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,10 @@ class EnvRunner:
         self._finished_returns: list[float] = []
         self._finished_lengths: list[int] = []
         self._num_env_steps = 0
+        # offline_data(output=...): what this runner samples is also written as Parquet.
+        self.output_writer = OutputWriter.from_config(
+            config, self.single_observation_space, self.single_action_space, worker_index
+        )
 
     def _make_env(self, env_creator: EnvCreator | None) -> gym.vector.VectorEnv:
         config = self.config
@@ -222,6 +227,8 @@ class EnvRunner:
         return True
 
     def stop(self) -> None:
+        if self.output_writer is not None:
+            self.output_writer.close()
         self.env.close()
 
     # --------------------------------------------------------------------- sampling
@@ -240,7 +247,10 @@ class EnvRunner:
             if num_timesteps is None:
                 num_timesteps = self.config.env_steps_per_sample()
             batch = self._sample_timesteps(num_timesteps, explore)
-        return MultiAgentBatch({self.module_id: batch}, len(batch))
+        samples = MultiAgentBatch({self.module_id: batch}, len(batch))
+        if self.output_writer is not None:
+            self.output_writer.write(samples)
+        return samples
 
     def _act(self, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         # The distribution's ops too: outside inference mode each op of a one-row batch costs

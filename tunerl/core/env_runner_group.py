@@ -77,6 +77,10 @@ def ensure_ray() -> None:
     )
 
 
+# Seconds a recording runner (offline_data(output=...)) gets to write its last rows at stop.
+RECORDING_STOP_TIMEOUT_S = 10.0
+
+
 class EnvRunnerFailure(RuntimeError):
     """A remote env runner failed and fault tolerance did not allow going on without it."""
 
@@ -569,6 +573,11 @@ class EnvRunnerGroup:
         if self.local_env_runner is not None:
             self.local_env_runner.stop()
         if self._remote:
+            if self.config.output is not None:
+                # Recording runners write the rows they hold before they are killed; one
+                # that does not answer in time loses them (fewer than a file's rows).
+                refs = [actor.stop.remote() for actor in self._remote.values()]
+                ray.wait(refs, num_returns=len(refs), timeout=RECORDING_STOP_TIMEOUT_S)
             for actor in self._remote.values():
                 ray.kill(actor, no_restart=True)
             self._remote.clear()

@@ -103,11 +103,26 @@ def field(section: str, default: Any, doc: str, *types: type, **rules: Any) -> A
     return Field(section, default, doc, types, **rules)
 
 
+class _NotAccepted:
+    def __repr__(self) -> str:
+        return "NOT_ACCEPTED"
+
+
+# Set on a config class for an inherited field it refuses (an offline algorithm's
+# `rollout_fragment_length = NOT_ACCEPTED`): `fields_of` then leaves the field out.
+NOT_ACCEPTED = _NotAccepted()
+
+
 def fields_of(group: type) -> dict[str, Field]:
-    """{name: Field} of a group class and its bases, in declaration order."""
+    """{name: Field} of a group class and its bases, in declaration order, without those a
+    class sets to NOT_ACCEPTED."""
     found: dict[str, Field] = {}
     for cls in reversed(group.__mro__):
-        found.update({k: v for k, v in vars(cls).items() if isinstance(v, Field)})
+        for name, value in vars(cls).items():
+            if isinstance(value, Field):
+                found[name] = value
+            elif value is NOT_ACCEPTED:
+                found.pop(name, None)
     return found
 
 
@@ -271,8 +286,46 @@ def _runner_field(section: str, default: Any, doc: str, *types: type, **rules: A
 # --------------------------------------------------------------------------- the groups
 # fmt: off
 # (One entry per field, its doc under it: the formatter would give every argument a line.)
-class BaseFields:
-    """What every algorithm reads: AlgorithmConfig's own fields."""
+class OfflineOutputFields:
+    """Recording: every algorithm's training env runners write what they sample as Parquet
+    (`tunerl.offline.OutputWriter`; RLlib's `offline_data(output=...)`)."""
+    output: str | None = _runner_field("offline_data", None,
+        "A folder the training env runners write their samples to, as Parquet files with "
+        "RLlib's column names, one row per env step (None: no recording). Evaluation runners "
+        "write only if evaluation_config names an output.", str, nullable=True)
+    output_max_rows_per_file: int = _runner_field("offline_data", 1000,
+        "Rows per Parquet file: a runner writes a file (atomically) whenever it holds this "
+        "many rows, so a run that dies loses at most this many rows per runner.", int, low=1)
+    output_compress_columns: list[str] = _runner_field("offline_data", ["obs", "new_obs"],
+        "Columns Parquet compresses with zstd (the others with snappy). Values are plain "
+        "Parquet either way: tunerl never packs columns as pickles (RLlib's lz4 + "
+        "cloudpickle), so RLlib reads the files with input_compress_columns=[].",
+        check=lambda v: None if isinstance(v, list) and all(isinstance(x, str) for x in v)
+        else "must be a list of column names")
+
+
+def _check_input(value: Any) -> str | None:
+    if isinstance(value, str) or (
+        isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)
+    ):
+        return None
+    return "must be a folder, a glob, a file or a list of files (strings)"
+
+
+class OfflineInputFields:
+    """Reading recorded data (the offline algorithms: BC, MARWIL, CQL, IQL)."""
+    input_: str | list[str] | None = field("offline_data", None,
+        "Parquet files to train on: a folder (its *.parquet files), a glob, a file or a list "
+        "of these; written by any algorithm's offline_data(output=...) or by RLlib with "
+        "output_compress_columns=[].", nullable=True, check=_check_input)
+    shuffle_buffer_size: int = field("offline_data", 100_000,
+        "Rows held in memory and shuffled: data that fits is read once and kept; larger "
+        "data streams through a buffer of this many rows, row groups in random order.",
+        int, low=1)
+
+
+class BaseFields(OfflineOutputFields):
+    """What every algorithm reads: AlgorithmConfig's own fields (and recording's)."""
 
     env: str | type[gym.Env] | Callable[[dict], gym.Env] | None = _runner_field("environment", None,
         "A Gymnasium id, a name given to tunerl.register_env(), or a gymnasium.Env subclass "
@@ -519,3 +572,13 @@ VTRACE_FIELDS = fields_of(VTraceFields)
 ASYNC_LEARNING_FIELDS = fields_of(AsyncLearningFields)
 REPLAY_FIELDS = fields_of(ReplayFields)
 TARGET_NETWORK_FIELDS = fields_of(TargetNetworkFields)
+OFFLINE_INPUT_FIELDS = fields_of(OfflineInputFields)
+# Fields only the training env runners read, which an algorithm that does not sample
+# (offline RL) does not accept: `without_sampling_fields(AlgorithmConfig.FIELDS)`.
+SAMPLING_ONLY_FIELDS = ("rollout_fragment_length", "min_sample_timesteps_per_iteration")
+
+
+def without_sampling_fields(fields: dict[str, Field], *also: str) -> dict[str, Field]:
+    """`fields` without SAMPLING_ONLY_FIELDS (and the names in `also`, e.g. gamma for BC)."""
+    dropped = {*SAMPLING_ONLY_FIELDS, *also}
+    return {name: f for name, f in fields.items() if name not in dropped}

@@ -66,6 +66,11 @@ ACTOR_LOSS = "actor_loss"
 ALPHA_LOSS = "alpha_loss"
 ALPHA_VALUE = "alpha_value"
 NUM_UPDATES = "num_learner_updates"
+# MARWIL: the running mean of squared advantages that scales them (RLlib's name).
+MOVING_AVG_SQD_ADV_NORM = "moving_avg_sqd_adv_norm"
+# CQL: its conservative penalty; IQL: its value (expectile) loss.
+CQL_LOSS = "cql_loss"
+VALUE_LOSS = "value_loss"
 
 # Inside `timers`, in seconds.
 SAMPLE_TIMER = "sample"
