@@ -13,7 +13,12 @@ from tunerl.core import metrics as m
 from tunerl.env.registry import register_env
 from tunerl.examples.envs.classes.multi_agent import MultiAgentCartPole
 
-from .helpers import ALGORITHM_NAMES, comparable, same_numbers, tiny_config
+from .helpers import ALGORITHM_NAMES, comparable, same_numbers, tiny_config, trains_offline
+
+# The algorithms that sample (offline ones train one module from single-agent data so far,
+# and refuse a multi-agent config: test_offline_algorithms_refuse_a_multi_agent_config).
+SAMPLING_NAMES = [name for name in ALGORITHM_NAMES if not trains_offline(name)]
+OFFLINE_NAMES = [name for name in ALGORITHM_NAMES if trains_offline(name)]
 
 ENV = "contract_multi_agent_cartpole"
 register_env(ENV, lambda config: MultiAgentCartPole({"num_agents": 2, **config}))
@@ -38,7 +43,7 @@ def module_weights(algo) -> dict:
     }
 
 
-@pytest.mark.parametrize("name", ALGORITHM_NAMES)
+@pytest.mark.parametrize("name", SAMPLING_NAMES)
 def test_two_modules_train_on_two_agents(name, num_env_runners, build):
     algo = build(multi_agent_config(name, num_env_runners))
     before = module_weights(algo)
@@ -59,7 +64,7 @@ def test_two_modules_train_on_two_agents(name, num_env_runners, build):
         assert any(not after[mid][k].equal(before[mid][k]) for k in before[mid]), mid
 
 
-@pytest.mark.parametrize("name", ALGORITHM_NAMES)
+@pytest.mark.parametrize("name", SAMPLING_NAMES)
 def test_two_restores_of_a_multi_agent_checkpoint_continue_identically(name, build, tmp_path):
     algo = build(multi_agent_config(name, seed=3))
     algo.train()
@@ -79,3 +84,16 @@ def test_two_restores_of_a_multi_agent_checkpoint_continue_identically(name, bui
             restored.stop()
     for a, b in zip(*runs, strict=True):
         assert same_numbers(a, b)
+
+
+@pytest.mark.parametrize("name", OFFLINE_NAMES)
+def test_offline_algorithms_refuse_a_multi_agent_config(name):
+    continuous = getattr(ALGORITHMS[name], "continuous_actions_only", False)
+    config = (
+        ALGORITHMS[name]
+        .get_default_config()
+        .environment("MultiAgentPendulum" if continuous else ENV, env_config={"num_agents": 2})
+        .multi_agent(policies=set(MODULES), policy_mapping_fn=by_agent)
+    )
+    with pytest.raises(ValueError, match=r"trains one module.*\['p0', 'p1'\]"):
+        config.offline_data(input_="/nonexistent").build_algo()

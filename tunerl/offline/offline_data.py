@@ -397,3 +397,18 @@ def discounted_returns(
     out = np.empty_like(returns)
     out[order] = returns
     return out.astype(np.float32)
+
+
+def single_module_spec(algo: Any) -> Any:
+    """The spec of the one module an offline algorithm trains (`default_policy`). Multi-agent
+    data (rows of several modules) is written by the recorder but not yet trained on: a
+    multi-agent config is refused here, naming its modules."""
+    specs = algo.module_spec.rl_module_specs
+    if list(specs) != [c.DEFAULT_MODULE_ID]:
+        raise ValueError(
+            f"{type(algo).__name__} trains one module, {c.DEFAULT_MODULE_ID!r}, from offline data; "
+            f"this config has the modules {sorted(specs)} (a multi-agent env or "
+            ".multi_agent(policies=...)). Training several modules from multi-agent data is "
+            "not supported yet: train on a single-agent env."
+        )
+    return specs[c.DEFAULT_MODULE_ID]

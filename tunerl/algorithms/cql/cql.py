@@ -43,7 +43,7 @@ from tunerl.core.soft_actor_critic_losses import (
     target_entropy,
     twin_td_loss,
 )
-from tunerl.offline.offline_data import OfflineData
+from tunerl.offline.offline_data import OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
 _CQL_DEFAULTS = {
@@ -234,8 +234,10 @@ class CQL(Algorithm):
     def samples_from_env(self) -> bool:
         return False
 
-    def default_module_spec(self) -> RLModuleSpec:
-        spec = super().default_module_spec()
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        spec = super().default_module_spec(module_id, observation_space, action_space)
         if not isinstance(spec.action_space, gym.spaces.Box):
             raise UnsupportedSpaceError(
                 f"CQL trains on Box actions, got {spec.action_space}; for Discrete actions "
@@ -247,7 +249,7 @@ class CQL(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        spec = self.module_spec.rl_module_specs[c.DEFAULT_MODULE_ID]
+        spec = single_module_spec(self)
         self.data = OfflineData.from_config(
             self.config, spec.observation_space, spec.action_space, self.draw_seed()
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import torch
 
 from tunerl.core import columns as c
@@ -33,7 +34,7 @@ from tunerl.core.replay_buffers import N_STEP_DISCOUNT
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.rl_module.q_network import Q_VALUES, DQNModule
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
-from tunerl.offline.offline_data import OfflineData
+from tunerl.offline.offline_data import OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
 _DISCRETE_CQL_DEFAULTS = {
@@ -110,8 +111,10 @@ class DiscreteCQL(Algorithm):
     def samples_from_env(self) -> bool:
         return False
 
-    def default_module_spec(self) -> RLModuleSpec:
-        spec = super().default_module_spec()
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        spec = super().default_module_spec(module_id, observation_space, action_space)
         if spec.module_class is None:
             spec.module_class = DQNModule
         return spec
@@ -119,7 +122,7 @@ class DiscreteCQL(Algorithm):
     def build_algorithm_state(self) -> None:
         for module in self.learner.module.values():
             module.epsilon.fill_(0.0)  # the policy is greedy in Q, exploring or not
-        spec = self.module_spec.rl_module_specs[c.DEFAULT_MODULE_ID]
+        spec = single_module_spec(self)
         self.data = OfflineData.from_config(
             self.config, spec.observation_space, spec.action_space, self.draw_seed()
         )

@@ -34,7 +34,7 @@ from tunerl.core.rl_module import MLP, RLModuleSpec, UnsupportedSpaceError, line
 from tunerl.core.rl_module.soft_actor_critic import SACModule
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.core.soft_actor_critic_losses import twin_td_loss
-from tunerl.offline.offline_data import OfflineData
+from tunerl.offline.offline_data import OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
 _IQL_DEFAULTS = {
@@ -163,8 +163,10 @@ class IQL(Algorithm):
     def samples_from_env(self) -> bool:
         return False
 
-    def default_module_spec(self) -> RLModuleSpec:
-        spec = super().default_module_spec()
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        spec = super().default_module_spec(module_id, observation_space, action_space)
         if not isinstance(spec.action_space, gym.spaces.Box):
             raise UnsupportedSpaceError(
                 f"IQL trains on Box actions, got {spec.action_space}; for Discrete actions "
@@ -175,7 +177,7 @@ class IQL(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        spec = self.module_spec.rl_module_specs[c.DEFAULT_MODULE_ID]
+        spec = single_module_spec(self)
         self.data = OfflineData.from_config(
             self.config, spec.observation_space, spec.action_space, self.draw_seed()
         )

@@ -31,7 +31,7 @@ from tunerl.core.fields import (
 from tunerl.core.learner import Learner, LossOutput
 from tunerl.core.rl_module import RLModule
 from tunerl.core.sample_batch import MultiAgentBatch
-from tunerl.offline.offline_data import RETURNS, OfflineData
+from tunerl.offline.offline_data import RETURNS, OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
 _MARWIL_DEFAULTS = {
@@ -155,7 +155,7 @@ class MARWIL(Algorithm):
         return False
 
     def build_algorithm_state(self) -> None:
-        spec = self.module_spec.rl_module_specs[c.DEFAULT_MODULE_ID]
+        spec = single_module_spec(self)
         self.data = OfflineData.from_config(
             self.config,
             spec.observation_space,
