@@ -90,6 +90,7 @@ def test_serve_answers_single_and_batched_requests_on_one_connection(checkpoint,
     connection.close()
 
 
+@pytest.mark.slow  # starts Ray and Serve
 def test_ray_serve_deployment_answers_as_tunerl_serve(checkpoint):
     serve = pytest.importorskip("ray.serve")
     pytest.importorskip("starlette")
