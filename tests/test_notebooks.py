@@ -16,6 +16,7 @@ NOTEBOOKS = (
     "02_sweep_with_optuna.ipynb",
     "03_custom_env_and_model.ipynb",
     "04_custom_algorithm.ipynb",
+    "05_multi_agent.ipynb",
 )
 CELL_TIMEOUT_S = 300
 
