@@ -58,3 +58,16 @@ def test_the_vpg_file_in_the_readme_is_the_example_as_it_is():
     source = (README.parent / "tunerl" / "examples" / "vpg.py").read_text()
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert source in blocks
+
+
+def test_the_multi_agent_example_trains_two_modules():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (example,) = [block for block in blocks if "MultiAgentCartPole, env_config" in block]
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    algo, result = namespace["algo"], namespace["result"]
+    try:
+        assert set(result["env_runners"]["module_episode_returns_mean"]) == {"p0", "p1"}
+        assert set(result["learners"]) == {"p0", "p1"}
+    finally:
+        algo.stop()

@@ -26,10 +26,13 @@ from tunerl.core.rl_module import (
     RLModuleSpec,
 )
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+from tunerl.env.multi_agent_env import MultiAgentEnv, make_multi_agent
+from tunerl.env.multi_agent_env_runner import MultiAgentEnvRunner
 from tunerl.env.registry import EnvError, register_env
 from tunerl.examples.a2c import A2C
 from tunerl.examples.vpg import VPG
 from tunerl.execution import synchronous_parallel_sample, train_one_step
+from tunerl.policy.policy import PolicySpec
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "PPO": PPO,
@@ -91,9 +94,12 @@ __all__ = [
     "Learner",
     "LossOutput",
     "MultiAgentBatch",
+    "MultiAgentEnv",
+    "MultiAgentEnvRunner",
     "MultiRLModule",
     "MultiRLModuleSpec",
     "PPOConfig",
+    "PolicySpec",
     "RLModule",
     "RLModuleSpec",
     "SAC",
@@ -101,6 +107,7 @@ __all__ = [
     "SampleBatch",
     "__version__",
     "concat_samples",
+    "make_multi_agent",
     "register_env",
     "synchronous_parallel_sample",
     "train_one_step",

@@ -14,6 +14,7 @@ import argparse
 import difflib
 import json
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -240,6 +241,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for i, (ret, length) in enumerate(zip(stats["episode_returns"], stats["episode_lengths"])):
         print(f"episode {i + 1:3d}  return {ret:9.2f}  length {length}")
     print(f"mean return {stats['mean']:.2f} +- {stats['std']:.2f} over {args.episodes} episodes")
+    per_module = stats.get("module_episode_returns")
+    if per_module:
+        ids = sorted({mid for episode in per_module for mid in episode})
+        means = {mid: statistics.mean(ep[mid] for ep in per_module if mid in ep) for mid in ids}
+        print("per module: " + ", ".join(f"{mid} {value:.2f}" for mid, value in means.items()))
     return 0
 
 
@@ -377,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a checkpoint, or a folder from tunerl best --export")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int)
-    evaluate.add_argument("--module-id", default="default_policy", help="the module that acts")
+    evaluate.add_argument(
+        "--module-id",
+        default="default_policy",
+        help="the module that acts (on a multi-agent env every module acts)",
+    )
     evaluate.add_argument("--explore", action="store_true", help="sample actions (default: greedy)")
     evaluate.add_argument("--render", action="store_true", help="render_mode='human'")
     evaluate.add_argument(

@@ -13,7 +13,8 @@ from tunerl.core import fields as f
 from tunerl.core.callbacks import Callbacks
 from tunerl.core.config import AlgorithmConfig, ConfigError, did_you_mean
 from tunerl.core.learner import Learner
-from tunerl.core.rl_module import RLModuleSpec
+from tunerl.core.rl_module import MultiRLModuleSpec, RLModuleSpec
+from tunerl.policy.policy import PolicySpec
 
 # Every group, with the class that gives its fields their static types.
 GROUPS = {
@@ -46,12 +47,16 @@ RUNNER_FIELDS = {
     "evaluation_num_env_runners",
     "evaluation_config",
     "restart_failed_sub_environments",
+    # Multi-agent: the modules the runners hold and which agent acts with which.
+    "policies",
+    "policy_mapping_fn",
 }
 
 
 def type_hints(group_class: type) -> dict:
     """typing.get_type_hints of a group class, its forward references resolved."""
     names = {"gym": gym, "Callbacks": Callbacks, "Learner": Learner, "RLModuleSpec": RLModuleSpec}
+    names.update(MultiRLModuleSpec=MultiRLModuleSpec, PolicySpec=PolicySpec)
     return typing.get_type_hints(group_class, localns=names)
 
 
@@ -141,7 +146,8 @@ def check_static_types(config_class: type[AlgorithmConfig]) -> None:
 
 def test_every_field_of_algorithm_config_has_a_static_type():
     check_static_types(AlgorithmConfig)
-    assert AlgorithmConfig.field_types()["rl_module_spec"] == (tunerl.RLModuleSpec | None)
+    spec_type = AlgorithmConfig.field_types()["rl_module_spec"]
+    assert spec_type == (tunerl.RLModuleSpec | MultiRLModuleSpec | None)
 
 
 @pytest.mark.parametrize("algo_name", sorted(tunerl.ALGORITHMS))

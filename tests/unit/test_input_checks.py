@@ -120,7 +120,7 @@ def test_a_search_space_inside_model_config_waits_for_tune_and_is_refused_by_val
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        (3, "must be an RLModuleSpec, got int"),
+        (3, "must be an RLModuleSpec or a MultiRLModuleSpec, got int"),
         (RLModuleSpec(module_class=nn.Linear), "is not a subclass of tunerl.core.rl_module"),
         (RLModuleSpec(module_class="tunerl:DefaultRLModule"), "is not a subclass"),
     ],

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from ray import tune
@@ -34,7 +35,7 @@ from ray.tune.trainable import trainable as tune_trainable
 
 from tunerl._version import __version__
 from tunerl.core import checkpoint_fields as fields
-from tunerl.core import checkpoint_io, class_resolution
+from tunerl.core import checkpoint_io, class_resolution, multi_agent
 from tunerl.core import metrics as m
 from tunerl.core.algorithm_checkpoint import (
     read_learner_state,
@@ -50,6 +51,7 @@ from tunerl.core.checkpoint_layout import (
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig
 from tunerl.core.config_json import config_from_json, config_to_json
+from tunerl.core.env_runner import EnvRunner
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import (
@@ -59,7 +61,9 @@ from tunerl.core.rl_module import (
     UnsupportedSpaceError,
 )
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
-from tunerl.env.registry import make_vector_env, resolve_env_creator
+from tunerl.env.multi_agent_env import MultiAgentEnv
+from tunerl.env.multi_agent_env_runner import MultiAgentEnvRunner
+from tunerl.env.registry import make_env, resolve_env_creator
 
 logger = logging.getLogger("tunerl")
 
@@ -152,11 +156,11 @@ class Algorithm(tune.Trainable):
         seed = config.seed if config.seed is not None else _fresh_seed()
         self._rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.module_spec = MultiRLModuleSpec(
-            rl_module_specs={DEFAULT_MODULE_ID: self.default_module_spec()}
-        )
+        self.module_spec, self._runner_class = self._module_spec_and_runner_class()
+        self.is_multi_agent = self._runner_class is not EnvRunner
         try:
             self.learner = self._make_learner(config)
+            self._load_module_states()
         except UnsupportedSpaceError as error:
             # Raised while building, before any training: say which algorithm refused the env.
             raise UnsupportedSpaceError(
@@ -164,6 +168,7 @@ class Algorithm(tune.Trainable):
             ) from None
         self.eval_env_runner_group: EnvRunnerGroup | None = None
         self.env_runner_group: EnvRunnerGroup | None = None
+        self._runners_have_weights = False
         try:
             if self.samples_from_env:
                 self.env_runner_group = EnvRunnerGroup(
@@ -172,6 +177,7 @@ class Algorithm(tune.Trainable):
                     config.num_env_runners,
                     self._runner_seed,
                     self._env_creator,
+                    runner_class=self._runner_class,
                 )
             if config.evaluation_interval:
                 self.eval_env_runner_group = self._make_evaluation_group()
@@ -194,6 +200,7 @@ class Algorithm(tune.Trainable):
             self._runner_seed,
             self._env_creator,
             count_field="evaluation_num_env_runners",
+            runner_class=self._runner_class,
         )
 
     def _make_learner(self, config: AlgorithmConfig) -> Learner:
@@ -210,6 +217,12 @@ class Algorithm(tune.Trainable):
             m.NUM_ENV_STEPS_TRAINED_LIFETIME: 0,
             m.NUM_EPISODES_LIFETIME: 0,
         }
+        if self.is_multi_agent:
+            # Per module under `num_module_steps_sampled_lifetime/<module_id>` (nested in the
+            # result, flat here so a checkpoint holds integers only).
+            self.counters[m.NUM_AGENT_STEPS_SAMPLED_LIFETIME] = 0
+            for module_id in self.module_spec.module_specs:
+                self.counters[f"{m.NUM_MODULE_STEPS_SAMPLED_LIFETIME}/{module_id}"] = 0
         self._episode_stats = m.EpisodeStats(self.config.metrics_num_episodes_for_smoothing)
         self._last_evaluation: dict[str, Any] | None = None
         self._timers: dict[str, float] = defaultdict(float)
@@ -222,24 +235,73 @@ class Algorithm(tune.Trainable):
         del worker_index  # every runner draws its own seed from the algorithm's stream
         return self.draw_seed()
 
-    def default_module_spec(self) -> RLModuleSpec:
-        """The spec of the module a single-agent env is trained with: the env's spaces,
-        `model_config` and the user's `rl_module_spec`. Algorithms with a module of their own
-        (DQN, SAC) fill in its class."""
+    def _module_spec_and_runner_class(self) -> tuple[MultiRLModuleSpec, type]:
+        """The spec of every module (`default_module_spec` for each, with the spaces of the
+        agents it serves) and the runner class: a MultiAgentEnv is sampled by
+        MultiAgentEnvRunner, any other env by EnvRunner."""
         config = self.config
-        probe = make_vector_env(config.env, config.env_config, 1, 0, self._env_creator)
+        probe = make_env(config.env, config.env_config, 0, 0, self._env_creator)
         try:
-            obs_space, action_space = probe.single_observation_space, probe.single_action_space
+            if isinstance(probe, MultiAgentEnv):
+                spaces = multi_agent.module_spaces(config, probe)
+                runner_class: type = MultiAgentEnvRunner
+            elif config.is_multi_agent:
+                raise multi_agent.MultiAgentError(
+                    f"{type(self).__name__} got .multi_agent(policies={config.policies!r}), but "
+                    f"env {config.env!r} is a single-agent {type(probe).__name__}, not a "
+                    "tunerl.env.multi_agent_env.MultiAgentEnv: wrap it (make_multi_agent, or "
+                    "the PettingZoo wrappers in tunerl.env.wrappers.pettingzoo_env) or drop "
+                    "the policies."
+                )
+            else:
+                spaces = {DEFAULT_MODULE_ID: (probe.observation_space, probe.action_space)}
+                runner_class = EnvRunner
         finally:
             probe.close()
-        user_spec = config.rl_module_spec or RLModuleSpec()
+        specs = {
+            module_id: self.default_module_spec(module_id, obs_space, action_space)
+            for module_id, (obs_space, action_space) in spaces.items()
+        }
+        return MultiRLModuleSpec(rl_module_specs=specs), runner_class
+
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        """The spec of module `module_id`, which acts in these spaces: the user's spec for
+        it (`rl_module_spec`, or its entry of a MultiRLModuleSpec), `model_config` with the
+        module's own overrides (its PolicySpec's `config["model_config"]`). Algorithms with
+        a module of their own (DQN, SAC) fill in its class."""
+        config = self.config
+        user_spec = multi_agent.user_module_spec(config, module_id) or RLModuleSpec()
+        overrides = multi_agent.module_overrides(config, module_id).get("model_config", {})
         return RLModuleSpec(
             module_class=user_spec.module_class,
-            observation_space=user_spec.observation_space or obs_space,
+            observation_space=user_spec.observation_space or observation_space,
             action_space=user_spec.action_space or action_space,
-            model_config={**config.model_config, **(user_spec.model_config or {})},
+            model_config={**config.model_config, **overrides, **(user_spec.model_config or {})},
             observation_filter=config.observation_filter,
+            load_state_path=user_spec.load_state_path,
         )
+
+    def _load_module_states(self) -> None:
+        """Starts each module whose spec has a `load_state_path` with the weights there (a
+        module of another run: a pretrained policy, a frozen opponent)."""
+        for module_id, spec in self.module_spec.module_specs.items():
+            if spec.load_state_path is None:
+                continue
+            loaded = RLModule.from_checkpoint(spec.load_state_path)
+            module = self.learner.module[module_id]
+            problem = _state_mismatch(loaded.get_state(), module.get_state())
+            if problem:
+                raise CheckpointError(
+                    f"RLModuleSpec(load_state_path={os.fspath(spec.load_state_path)!r}) of "
+                    f"module {module_id!r}: its weights do not fit this module ({problem}). It "
+                    f"holds a {type(loaded).__name__} for {loaded.observation_space} -> "
+                    f"{loaded.action_space}; this module is a {type(module).__name__} for "
+                    f"{spec.observation_space} -> {spec.action_space}: the class, spaces and "
+                    "model_config must be the same."
+                )
+            module.set_state(loaded.get_state())
 
     def cleanup(self) -> None:
         """Stops every actor this algorithm started."""
@@ -377,7 +439,7 @@ class Algorithm(tune.Trainable):
         result: dict[str, Any] = {
             m.ENV_RUNNER_RESULTS: env_runner_results,
             m.LEARNER_RESULTS: learner_results.get(m.LEARNER_RESULTS, {}),
-            **self.counters,
+            **_nested(self.counters),
             m.ENV_STEPS_PER_S: sampled / elapsed if elapsed > 0 else 0.0,
             m.TIMERS: dict(self._timers),
             m.FAULT_TOLERANCE: self._fault_tolerance_results(),
@@ -438,10 +500,19 @@ class Algorithm(tune.Trainable):
             return
         runner_metrics = self.env_runner_group.pop_metrics()
         self._episode_stats.extend(
-            runner_metrics["episode_returns"], runner_metrics["episode_lengths"]
+            runner_metrics["episode_returns"],
+            runner_metrics["episode_lengths"],
+            runner_metrics.get("agent_episode_returns"),
+            runner_metrics.get("module_episode_returns"),
         )
-        self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
-        self.counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
+        counters = self.counters
+        counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += runner_metrics["num_env_steps"]
+        counters[m.NUM_EPISODES_LIFETIME] += len(runner_metrics["episode_returns"])
+        if m.NUM_AGENT_STEPS_SAMPLED_LIFETIME in counters:
+            counters[m.NUM_AGENT_STEPS_SAMPLED_LIFETIME] += runner_metrics.get("num_agent_steps", 0)
+            for module_id, steps in runner_metrics.get("num_module_steps", {}).items():
+                key = f"{m.NUM_MODULE_STEPS_SAMPLED_LIFETIME}/{module_id}"
+                counters[key] = counters.get(key, 0) + steps
 
     def count_trained_steps(self, num_env_steps: int) -> None:
         """Adds to `num_env_steps_trained_lifetime` (the rows a learner update trained on)."""
@@ -465,6 +536,7 @@ class Algorithm(tune.Trainable):
             for group in (self.env_runner_group, self.eval_env_runner_group):
                 if group is not None:
                     weights = self._send_weights(group, weights)
+        self._runners_have_weights = True
 
     def _send_weights(self, group: EnvRunnerGroup, weights: dict | None = None) -> dict | None:
         """Gives `group` the learner's weights (`weights`, if already taken); returns them."""
@@ -473,8 +545,25 @@ class Algorithm(tune.Trainable):
             return weights
         if weights is None:
             weights = self.learner.module.get_state()
+            if self._runners_have_weights:
+                # Modules the learner does not train keep the weights the runners have.
+                weights = {mid: w for mid, w in weights.items() if self.learner.should_train(mid)}
         group.sync_weights(weights)
         return weights
+
+    def set_weights(self, weights: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Loads `{module_id: weights}` into the learner's modules (e.g. a frozen opponent's
+        snapshot of the trained module) and sends every module to the runners."""
+        self.wait_for_learner()
+        self.learner.module.set_state(weights)
+        self._runners_have_weights = False
+        self.sync_weights()
+
+    def get_weights(self, module_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """`{module_id: weights}` of the learner's modules (all, or `module_ids`)."""
+        self.wait_for_learner()
+        state = self.learner.module.get_state()
+        return {mid: state[mid] for mid in (module_ids or state)}
 
     def evaluate(self) -> dict[str, Any]:
         """Runs `evaluation_duration` episodes (split over the evaluation runners) or env
@@ -511,7 +600,12 @@ class Algorithm(tune.Trainable):
                 duration,
             )
         stats = m.EpisodeStats(window=max(num_episodes, 1))
-        stats.extend(runner_metrics["episode_returns"], runner_metrics["episode_lengths"])
+        stats.extend(
+            runner_metrics["episode_returns"],
+            runner_metrics["episode_lengths"],
+            runner_metrics.get("agent_episode_returns"),
+            runner_metrics.get("module_episode_returns"),
+        )
         results = stats.reduce()
         results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]
         return {m.ENV_RUNNER_RESULTS: results}
@@ -620,6 +714,7 @@ class Algorithm(tune.Trainable):
         for group in (self.env_runner_group, self.eval_env_runner_group):
             if group is not None:
                 group.reset()
+        self._runners_have_weights = False
         self.sync_weights()
         self.callbacks.on_checkpoint_loaded(algorithm=self)
 
@@ -665,7 +760,10 @@ class Algorithm(tune.Trainable):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, allow_import: Sequence[str] = ()
+        cls,
+        path: str | os.PathLike,
+        allow_import: Sequence[str] = (),
+        config_overrides: dict[str, Any] | None = None,
     ) -> Algorithm:
         """Builds the algorithm a checkpoint was written by, with its config, and restores it.
 
@@ -673,7 +771,8 @@ class Algorithm(tune.Trainable):
         module class) must already be imported in this process; nothing is imported unless
         its package is in `allow_import` (or $TUNERL_ALLOW_IMPORT), e.g.
         `allow_import=["my_models"]`. The env must be a Gymnasium id or a `register_env`
-        name of this process."""
+        name of this process. A function of the config (`policy_mapping_fn`,
+        `policies_to_train`) is not stored in a checkpoint: pass it in `config_overrides`."""
         with checkpoint_io.CheckpointReader(path) as reader:
             state = fields.json_object(reader, STATE_FILE)
             where = f"{reader.path(STATE_FILE)}: algo_class"
@@ -686,7 +785,11 @@ class Algorithm(tune.Trainable):
                     f"{cls.__name__}."
                 )
             config = config_from_json(
-                algo_class, state.get("config"), str(reader.path(STATE_FILE)), allow_import
+                algo_class,
+                state.get("config"),
+                str(reader.path(STATE_FILE)),
+                allow_import,
+                config_overrides,
             )
             algo = algo_class(config=config)
             try:
@@ -695,6 +798,29 @@ class Algorithm(tune.Trainable):
                 algo.stop()
                 raise
         return algo
+
+
+def _state_mismatch(loaded: dict, live: dict) -> str | None:
+    """The first difference between two module states (names and shapes), or None."""
+    if set(loaded) != set(live):
+        extra, missing = sorted(set(loaded) - set(live)), sorted(set(live) - set(loaded))
+        return f"tensors it has and this module lacks: {extra[:3]}; lacks: {missing[:3]}"
+    for name, tensor in live.items():
+        if tuple(loaded[name].shape) != tuple(tensor.shape):
+            return f"{name} is {tuple(loaded[name].shape)}, here {tuple(tensor.shape)}"
+    return None
+
+
+def _nested(counters: dict[str, int]) -> dict[str, Any]:
+    """`{"a/b": 1}` as `{"a": {"b": 1}}` (Tune flattens it back to `a/b`)."""
+    out: dict[str, Any] = {}
+    for key, value in counters.items():
+        head, _, tail = key.partition("/")
+        if tail:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _fresh_seed() -> int:

@@ -15,3 +15,9 @@ EPS_ID = "eps_id"
 T = "t"
 
 DEFAULT_MODULE_ID = "default_policy"
+AGENT_ID = "agent_id"
+
+# The global state a centralised critic reads (MAPPO), before and after the row's step;
+# recorded only for modules with `uses_global_state` (tunerl.core.rl_module.central_critic).
+STATE = "state"
+NEW_STATE = "new_state"

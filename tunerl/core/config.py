@@ -27,6 +27,7 @@ from tunerl.core.fields import (
     Field,
     is_search_space,
 )
+from tunerl.core.rl_module.multi_rl_module import MultiRLModuleSpec
 
 if TYPE_CHECKING:
     from tunerl.core.algorithm import Algorithm
@@ -78,10 +79,12 @@ class AlgorithmConfig(BaseFields, _Config):
         from tunerl.core.algorithm import Algorithm
         from tunerl.core.callbacks import Callbacks
         from tunerl.core.learner import Learner
-        from tunerl.core.rl_module import RLModuleSpec
+        from tunerl.core.rl_module import MultiRLModuleSpec, RLModuleSpec
+        from tunerl.policy.policy import PolicySpec
 
         names = dict(gym=gym, Algorithm=Algorithm, Callbacks=Callbacks, Learner=Learner)
-        hints = typing.get_type_hints(cls, localns={**names, "RLModuleSpec": RLModuleSpec})
+        names.update(RLModuleSpec=RLModuleSpec, MultiRLModuleSpec=MultiRLModuleSpec)
+        hints = typing.get_type_hints(cls, localns={**names, "PolicySpec": PolicySpec})
         return {name: hints[name] for name in cls.FIELDS if name in hints}
 
     # ----------------------------------------------------------------- setting fields
@@ -172,6 +175,16 @@ class AlgorithmConfig(BaseFields, _Config):
         """model_config, rl_module_spec."""
         return self._update("rl_module", kwargs)
 
+    def multi_agent(self: _Self, **kwargs: Any) -> _Self:
+        """policies, policy_mapping_fn, policies_to_train, count_steps_by (RLlib's names)."""
+        return self._update("multi_agent", kwargs)
+
+    @property
+    def is_multi_agent(self) -> bool:
+        """True when `.multi_agent(policies=...)` named the modules (a MultiAgentEnv without
+        them trains one shared module)."""
+        return self.policies is not None
+
     def resources(self: _Self, **kwargs: Any) -> _Self:
         """num_cpus_for_main_process, placement_strategy."""
         return self._update("resources", kwargs)
@@ -216,6 +229,7 @@ class AlgorithmConfig(BaseFields, _Config):
             if problem is not None:
                 raise ConfigError(self._message(name, value, problem))
         self._check_model_config_keys()
+        self._check_multi_agent()
         if self.env is None:
             raise ConfigError(
                 f"{type(self).__name__} has no env: call .environment('CartPole-v1') or "
@@ -239,40 +253,81 @@ class AlgorithmConfig(BaseFields, _Config):
                 "or more, or evaluation_parallel_to_training=False to evaluate after training."
             )
 
-    def model_config_keys(self) -> set[str] | None:
-        """The model_config keys the module will read, None if any key is allowed: the
-        default modules' (`DEFAULT_MODEL_CONFIG` and this config's default model_config);
-        for a custom `module_class`, those and its `model_config_keys` (a custom class that
-        does not list them is not checked)."""
+    def _check_multi_agent(self) -> None:
+        from tunerl.core.multi_agent import module_ids, module_overrides, override_problem
+
+        ids = module_ids(self)
+        for module_id in ids:
+            for name, value in module_overrides(self, module_id).items():
+                problem = override_problem(self, module_id, name, value)
+                if problem:
+                    raise ConfigError(f"{type(self).__name__}.multi_agent(): {problem}.")
+        chosen = self.policies_to_train
+        if chosen is not None and not callable(chosen):
+            unknown = sorted(set(chosen) - set(ids))
+            if unknown:
+                raise ConfigError(
+                    f"{type(self).__name__}.multi_agent(policies_to_train={chosen!r}) names "
+                    f"{unknown}, which are not modules; the modules are {ids}."
+                )
+        if isinstance(self.rl_module_spec, MultiRLModuleSpec) and self.policies is not None:
+            extra = sorted(set(self.rl_module_spec.module_specs) - set(ids))
+            if extra:
+                raise ConfigError(
+                    f"{type(self).__name__}.rl_module(rl_module_spec=MultiRLModuleSpec(...)) "
+                    f"has specs for {extra}, which .multi_agent(policies=...) does not name; "
+                    f"the modules are {ids}."
+                )
+
+    def model_config_keys(self, module_class: type | None = None) -> set[str] | None:
+        """The model_config keys a module of `module_class` reads, None if any key is
+        allowed: the default modules' (`DEFAULT_MODEL_CONFIG` and this config's default
+        model_config); for a custom class, those and its `model_config_keys` (a custom class
+        that does not list them is not checked)."""
         from tunerl.core.rl_module import DEFAULT_MODEL_CONFIG
 
         keys = set(DEFAULT_MODEL_CONFIG) | set(self.FIELDS["model_config"].default)
-        module_class = self.rl_module_spec.module_class if self.rl_module_spec else None
         if module_class is None:
             return keys
         declared = getattr(module_class, MODEL_CONFIG_KEYS_ATTRIBUTE, None)
         return None if declared is None else keys | set(declared)
 
+    def _user_specs(self) -> dict[str, Any]:
+        """{where: RLModuleSpec} of the user's module specs (one, or one per module id)."""
+        spec = self.rl_module_spec
+        if isinstance(spec, MultiRLModuleSpec):
+            return {
+                f"rl_module_spec.rl_module_specs[{mid!r}]": one
+                for mid, one in spec.module_specs.items()
+            }
+        return {"rl_module_spec": spec} if spec is not None else {}
+
     def _check_model_config_keys(self) -> None:
-        allowed = self.model_config_keys()
-        spec_config = (self.rl_module_spec.model_config if self.rl_module_spec else None) or {}
-        for where, model_config in (
-            ("model_config", self.model_config),
-            ("rl_module_spec.model_config", spec_config),
-        ):
-            for key, value in model_config.items():
-                if is_search_space(value):
-                    raise ConfigError(
-                        f"{where}[{key!r}] holds a Tune search space ({value!r}); run it with "
-                        "tune.Tuner, which resolves it, or give a single value."
-                    )
-                if allowed is not None and key not in allowed:
-                    raise ConfigError(
-                        f"{type(self).__name__}.rl_module({where}={{{key!r}: ...}}): unknown "
-                        f"key {key!r}; the module reads {sorted(allowed)}."
-                        f"{did_you_mean(key, allowed)} (A custom module_class lists the keys "
-                        f"it reads in a class attribute {MODEL_CONFIG_KEYS_ATTRIBUTE}.)"
-                    )
+        specs = self._user_specs()
+        classes = [spec.module_class for spec in specs.values()] or [None]
+        for where, spec in [("", None), *specs.items()]:
+            if spec is None:
+                # The shared model_config goes to every module: checked against each class.
+                checks = [("model_config", self.model_config, cls) for cls in classes]
+            else:
+                checks = [(f"{where}.model_config", spec.model_config or {}, spec.module_class)]
+            for where_key, model_config, module_class in checks:
+                self._check_keys(where_key, model_config, self.model_config_keys(module_class))
+
+    def _check_keys(self, where: str, model_config: dict, allowed: set[str] | None) -> None:
+        for key, value in model_config.items():
+            if is_search_space(value):
+                raise ConfigError(
+                    f"{where}[{key!r}] holds a Tune search space ({value!r}); run it with "
+                    "tune.Tuner, which resolves it, or give a single value."
+                )
+            if allowed is not None and key not in allowed:
+                raise ConfigError(
+                    f"{type(self).__name__}.rl_module({where}={{{key!r}: ...}}): unknown "
+                    f"key {key!r}; the module reads {sorted(allowed)}."
+                    f"{did_you_mean(key, allowed)} (A custom module_class lists the keys "
+                    f"it reads in a class attribute {MODEL_CONFIG_KEYS_ATTRIBUTE}.)"
+                )
 
     def copy(self: _Self, copy_frozen: bool = False) -> _Self:
         """A deep copy, unfrozen unless `copy_frozen`."""

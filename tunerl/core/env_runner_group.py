@@ -124,20 +124,21 @@ class EnvRunnerGroup:
         seed_fn: Callable[[int], int],
         env_creator: EnvCreator | None = None,
         count_field: str = "num_env_runners",
+        runner_class: type = EnvRunner,
     ):
         """`count_field` is the config field `num_env_runners` came from, as error messages
         name it (`evaluation_num_env_runners` for an evaluation group)."""
         self.config = config
+        self._runner_class = runner_class
         self._count_field = count_field
         self._module_spec = module_spec
         self._env_creator = env_creator
         self._seed_fn = seed_fn
         self._weights_ref = None
+        self._latest_weights: dict[str, Any] = {}
         self.num_restarts = 0
         self._restarts_per_index: dict[int, int] = {}
-        self._episode_returns: list[float] = []
-        self._episode_lengths: list[int] = []
-        self._num_env_steps = 0
+        self._metrics: dict[str, Any] = {}
         self.local_env_runner: EnvRunner | None = None
         self._remote: dict[int, Any] = {}
         # Sample requests not collected yet (in flight, or late), and calls whose result
@@ -145,7 +146,7 @@ class EnvRunnerGroup:
         self._in_flight: dict[int, list[Any]] = {}
         self._unchecked: dict[int, list[Any]] = {}
         if num_env_runners == 0:
-            self.local_env_runner = EnvRunner(
+            self.local_env_runner = runner_class(
                 config, module_spec, worker_index=0, seed=seed_fn(0), env_creator=env_creator
             )
         else:
@@ -174,11 +175,11 @@ class EnvRunnerGroup:
             "num_gpus": self.config.num_gpus_per_env_runner,
         }
         threads = max(1, int(self.config.num_cpus_per_env_runner))
-        actor = ray.remote(**options)(EnvRunner).remote(
+        actor = ray.remote(**options)(self._runner_class).remote(
             self.config, self._module_spec, index, self._seed_fn(index), self._env_creator, threads
         )
-        if self._weights_ref is not None:  # a restart: the weights the others have
-            self._unchecked[index] = [actor.set_weights.remote(self._weights_ref)]
+        if self._latest_weights:  # a restart: the weights the others have, of every module
+            self._unchecked[index] = [actor.set_weights.remote(ray.put(self._latest_weights))]
         return actor
 
     def _await_started(self, indices: list[int]) -> dict[int, Exception]:
@@ -491,24 +492,31 @@ class EnvRunnerGroup:
         )
 
     def add_metrics(self, metrics: dict[str, Any]) -> None:
-        """Adds a runner's `get_metrics()` to what `pop_metrics()` returns next."""
-        self._episode_returns += metrics["episode_returns"]
-        self._episode_lengths += metrics["episode_lengths"]
-        self._num_env_steps += metrics["num_env_steps"]
+        """Adds a runner's `get_metrics()` to what `pop_metrics()` returns next: lists are
+        extended, counts added, dicts of counts added per key (multi-agent runners' agent
+        and module steps)."""
+        for key, value in metrics.items():
+            if isinstance(value, list):
+                self._metrics.setdefault(key, []).extend(value)
+            elif isinstance(value, dict):
+                into = self._metrics.setdefault(key, {})
+                for name, count in value.items():
+                    into[name] = into.get(name, 0) + count
+            else:
+                self._metrics[key] = self._metrics.get(key, 0) + value
 
     def pop_metrics(self) -> dict[str, Any]:
         """Episodes finished and env steps sampled since the last call."""
-        metrics = {
-            "episode_returns": self._episode_returns,
-            "episode_lengths": self._episode_lengths,
-            "num_env_steps": self._num_env_steps,
-        }
-        self._episode_returns, self._episode_lengths, self._num_env_steps = [], [], 0
+        metrics = {"episode_returns": [], "episode_lengths": [], "num_env_steps": 0}
+        metrics.update(self._metrics)
+        self._metrics = {}
         return metrics
 
     # ---------------------------------------------------------------------- weights
     def sync_weights(self, weights: dict) -> None:
-        """Sends `weights` to every runner: one `ray.put`, then the reference to each."""
+        """Sends `weights` ({module_id: weights}, all modules or some) to every runner: one
+        `ray.put`, then the reference to each."""
+        self._latest_weights.update(weights)
         if self.local_env_runner is not None:
             self.local_env_runner.set_weights(weights)
             return

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from tunerl.core.callbacks import Callbacks
     from tunerl.core.learner import Learner
-    from tunerl.core.rl_module import RLModuleSpec
+    from tunerl.core.rl_module import MultiRLModuleSpec, RLModuleSpec
+    from tunerl.policy.policy import PolicySpec
 
 
 class ConfigError(ValueError):
@@ -214,11 +215,20 @@ def _is_positive_int(value: Any) -> bool:
 
 
 def check_module_spec(value: Any) -> str | None:
-    from tunerl.core.rl_module import RLModule, RLModuleSpec
+    from tunerl.core.rl_module import MultiRLModuleSpec, RLModule, RLModuleSpec
 
+    if isinstance(value, MultiRLModuleSpec):
+        for module_id, spec in value.module_specs.items():
+            problem = check_module_spec(spec)
+            if problem:
+                return f"rl_module_specs[{module_id!r}]: {problem}"
+        return None
     if not isinstance(value, RLModuleSpec):
         got = type(value).__name__
-        return f"must be an RLModuleSpec, got {got}; pass RLModuleSpec(module_class=MyModule)"
+        return (
+            f"must be an RLModuleSpec or a MultiRLModuleSpec, got {got}; pass "
+            "RLModuleSpec(module_class=MyModule)"
+        )
     module_class = value.module_class
     if module_class is not None and not (
         isinstance(module_class, type) and issubclass(module_class, RLModule)
@@ -226,6 +236,12 @@ def check_module_spec(value: Any) -> str | None:
         return f"module_class={module_class!r} is not a subclass of tunerl.core.rl_module.RLModule"
     problem = model_config_problem(value.model_config) if value.model_config else None
     return f"RLModuleSpec.{problem}" if problem else None
+
+
+def _multi_agent() -> Any:
+    import tunerl.core.multi_agent as multi_agent  # imports the module classes: not at load
+
+    return multi_agent
 
 
 def _runner_field(section: str, default: Any, doc: str, *types: type, **rules: Any) -> Any:
@@ -306,9 +322,30 @@ class BaseFields:
         "fcnet_activation, vf_share_layers, free_log_std (DQN: dueling); another key is "
         "refused unless a custom module_class lists it in its model_config_keys.",
         check=model_config_problem)
-    rl_module_spec: RLModuleSpec | None = _runner_field("rl_module", None,
-        "An RLModuleSpec naming a custom module class (a subclass of RLModule).",
+    rl_module_spec: RLModuleSpec | MultiRLModuleSpec | None = _runner_field("rl_module", None,
+        "An RLModuleSpec naming a custom module class (a subclass of RLModule), or a "
+        "MultiRLModuleSpec with one per module id (multi-agent).",
         nullable=True, check=check_module_spec)
+    policies: set[str] | list[str] | dict[str, PolicySpec | None] | None = _runner_field(
+        "multi_agent", None,
+        "Module ids of a multi-agent config: a set or list, or a dict of module id -> "
+        "PolicySpec (spaces, and config overrides for that module). None: one module, "
+        "default_policy, that every agent acts with.",
+        nullable=True, check=lambda v: _multi_agent().check_policies(v))
+    policy_mapping_fn: Callable[..., str] | dict[Any, str] | None = _runner_field("multi_agent",
+        None, "fn(agent_id, episode, **kwargs) -> module id, called once per agent per episode, "
+        "or a dict {agent_id: module_id} (data: experiment files and checkpoints hold it). "
+        "None: the only module, else default_policy.",
+        nullable=True, check=lambda v: _multi_agent().check_mapping(v))
+    policies_to_train: set[str] | list[str] | Callable[..., bool] | None = field(
+        "multi_agent", None,
+        "Modules the learner updates: module ids, or fn(module_id, batch) -> bool; None: all. "
+        "The others act with the weights they have (a frozen opponent).",
+        nullable=True, check=lambda v: _multi_agent().check_policies_to_train(v))
+    count_steps_by: Literal["env_steps", "agent_steps"] = field("multi_agent", "env_steps",
+        "What rollout_fragment_length, train_batch_size_per_learner and the sampling "
+        "counters count: env steps, or agent steps (one per agent that acted).",
+        choices=("env_steps", "agent_steps"))
     num_cpus_for_main_process: float = field("resources", 1,
         "CPUs reserved for the algorithm (learner) process; also its torch threads.",
         *NUMBER, low=0, low_exclusive=True)

@@ -9,23 +9,28 @@ One skeleton for every algorithm, in the seeds' three pieces:
   optimizers (`register_optimizer`; SAC has "actor", "critic" and "alpha").
 
 `update(MultiAgentBatch)` updates every module in the batch that is trained and returns
-`{module_id: stats}`. `update_module` runs one gradient step on the whole batch; minibatch
+`{module_id: stats}`. While a module's optimizers are set up and while it is updated,
+`self.config` is that module's config: the algorithm's, with the module's PolicySpec
+overrides (`PolicySpec(config={"lr": 1e-4})`), so a loss reads `self.config.lr` whichever
+module it trains. `update_module` runs one gradient step on the whole batch; minibatch
 SGD algorithms (PPO, IMPALA, APPO, VPG) call the shared `minibatch_sgd` from it instead. A
 custom loss is one overridden method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from tunerl.core import metrics as m
+from tunerl.core import multi_agent
 from tunerl.core.optim import Adam, clip_grad_norm_
 from tunerl.core.rl_module.multi_rl_module import MultiRLModule
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
@@ -84,6 +89,10 @@ class Learner:
 
     def __init__(self, config: Any, module: MultiRLModule, seed: int):
         self.config = config
+        self._algorithm_config = config
+        self._module_configs = {
+            mid: multi_agent.module_config(config, mid) for mid in module.keys()
+        }
         self.device = pick_device(config.num_gpus_per_learner)
         self.module = module.to(self.device)
         self.module.eval()
@@ -93,7 +102,8 @@ class Learner:
         self._submodules: dict[str, list[torch.nn.Module]] = {}
         for module_id in self.module.keys():
             self._optimizers[module_id] = {}
-            self.configure_optimizers_for_module(module_id)
+            with self.module_scope(module_id):
+                self.configure_optimizers_for_module(module_id)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers_for_module(self, module_id: str) -> None:
@@ -147,9 +157,10 @@ class Learner:
         return batch
 
     # ------------------------------------------------------------------ updating
-    def should_train(self, module_id: str) -> bool:
-        """Whether `update` trains this module (all of them by default)."""
-        return module_id in self.module
+    def should_train(self, module_id: str, batch: MultiAgentBatch | None = None) -> bool:
+        """Whether `update` trains this module: one of the learner's, and allowed by
+        `policies_to_train` (all modules by default; a function gets the batch)."""
+        return module_id in self.module and multi_agent.is_trained(self.config, module_id, batch)
 
     def update(
         self, batch: MultiAgentBatch | SampleBatch, timestep: int = 0
@@ -161,11 +172,12 @@ class Learner:
         rates = self.set_lr(timestep)
         results: dict[str, dict[str, Any]] = {}
         for module_id, module_batch in batch.policy_batches.items():
-            if not self.should_train(module_id) or len(module_batch) == 0:
+            if not self.should_train(module_id, batch) or len(module_batch) == 0:
                 continue
             self._set_training(module_id, True)
             try:
-                stats = self.update_module(module_id, module_batch)
+                with self.module_scope(module_id):
+                    stats = self.update_module(module_id, module_batch)
             finally:
                 self._set_training(module_id, False)
             lr = rates.get((module_id, DEFAULT_OPTIMIZER))
@@ -173,6 +185,15 @@ class Learner:
                 stats[m.CURR_LR] = lr
             results[module_id] = stats
         return results
+
+    @contextlib.contextmanager
+    def module_scope(self, module_id: str) -> Iterator[None]:
+        """`self.config` is `module_id`'s config inside (see the module docstring)."""
+        self.config = self._module_configs.get(module_id, self._algorithm_config)
+        try:
+            yield
+        finally:
+            self.config = self._algorithm_config
 
     def _set_training(self, module_id: str, mode: bool) -> None:
         """`module.train(mode)` without its recursion: the flag of every submodule, from a
@@ -227,7 +248,9 @@ class Learner:
         return norms
 
     def to_tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
-        columns = self.LOSS_COLUMNS or tuple(batch)
+        """The loss columns as tensors on the learner's device (every numeric column when
+        LOSS_COLUMNS is empty; `agent_id`, a column of names, stays behind)."""
+        columns = self.LOSS_COLUMNS or [k for k in batch if batch[k].dtype.kind in "biuf"]
         return {
             key: torch.as_tensor(batch[key], device=self.device) for key in columns if key in batch
         }

@@ -24,11 +24,19 @@ EPISODE_RETURN_MIN = "episode_return_min"
 EPISODE_LEN_MEAN = "episode_len_mean"
 NUM_EPISODES = "num_episodes"
 NUM_ENV_STEPS_SAMPLED = "num_env_steps_sampled"
+# Multi-agent only: `agent_episode_returns_mean/<agent_id>` and
+# `module_episode_returns_mean/<module_id>` (the agents a module served, summed per episode).
+AGENT_EPISODE_RETURNS_MEAN = "agent_episode_returns_mean"
+MODULE_EPISODE_RETURNS_MEAN = "module_episode_returns_mean"
 
 # Top level counters.
 NUM_ENV_STEPS_SAMPLED_LIFETIME = "num_env_steps_sampled_lifetime"
 NUM_ENV_STEPS_TRAINED_LIFETIME = "num_env_steps_trained_lifetime"
 NUM_EPISODES_LIFETIME = "num_episodes_lifetime"
+# Multi-agent only: agent steps (one per agent that acted) in all, and per module
+# (`num_module_steps_sampled_lifetime/<module_id>`).
+NUM_AGENT_STEPS_SAMPLED_LIFETIME = "num_agent_steps_sampled_lifetime"
+NUM_MODULE_STEPS_SAMPLED_LIFETIME = "num_module_steps_sampled_lifetime"
 ENV_STEPS_PER_S = "env_steps_per_s"
 
 # Inside `fault_tolerance`: remote training runners up now, and restarts since the algorithm
@@ -83,6 +91,9 @@ class EpisodeStats:
     def __init__(self, window: int = 100):
         self.returns: deque[float] = deque(maxlen=window)
         self.lengths: deque[int] = deque(maxlen=window)
+        # Multi-agent episodes: {agent_id: return} and {module_id: return} of each.
+        self.agent_returns: deque[dict[str, float]] = deque(maxlen=window)
+        self.module_returns: deque[dict[str, float]] = deque(maxlen=window)
         self.num_new_episodes = 0
 
     def add(self, episode_return: float, episode_len: int) -> None:
@@ -90,9 +101,17 @@ class EpisodeStats:
         self.lengths.append(int(episode_len))
         self.num_new_episodes += 1
 
-    def extend(self, returns: list[float], lengths: list[int]) -> None:
+    def extend(
+        self,
+        returns: list[float],
+        lengths: list[int],
+        agent_returns: list[dict[str, float]] | None = None,
+        module_returns: list[dict[str, float]] | None = None,
+    ) -> None:
         for episode_return, episode_len in zip(returns, lengths):
             self.add(episode_return, episode_len)
+        self.agent_returns.extend(agent_returns or [])
+        self.module_returns.extend(module_returns or [])
 
     def reduce(self) -> dict[str, float]:
         """The smoothed statistics; resets the count of new episodes. NaN before any episode
@@ -111,6 +130,18 @@ class EpisodeStats:
                 (EPISODE_RETURN_MEAN, EPISODE_RETURN_MAX, EPISODE_RETURN_MIN, EPISODE_LEN_MEAN),
                 nan,
             )
+        if self.agent_returns:
+            stats[AGENT_EPISODE_RETURNS_MEAN] = _means(self.agent_returns)
+            stats[MODULE_EPISODE_RETURNS_MEAN] = _means(self.module_returns)
         stats[NUM_EPISODES] = self.num_new_episodes
         self.num_new_episodes = 0
         return stats
+
+
+def _means(episodes: deque[dict[str, float]]) -> dict[str, float]:
+    """The mean per key over the episodes that have it (an agent that joined only some)."""
+    values: dict[str, list[float]] = {}
+    for episode in episodes:
+        for key, value in episode.items():
+            values.setdefault(key, []).append(value)
+    return {key: float(np.mean(v)) for key, v in sorted(values.items())}

@@ -76,8 +76,10 @@ def compute_gae(
 def add_gae(batch: SampleBatch, module, gamma: float, lambda_: float) -> SampleBatch:
     """Adds `advantages` and `value_targets` to `batch` (GAE with truncation bootstrapping);
     the critic is evaluated only on the `new_obs` of rows that end a piece without
-    terminating."""
+    terminating (and on their `new_state` when the module's critic reads the global state)."""
     import torch
+
+    from tunerl.core.rl_module.central_critic import uses_global_state
 
     ends = trajectory_ends(batch)
     terminated = batch[columns.TERMINATEDS].astype(bool)
@@ -85,8 +87,17 @@ def add_gae(batch: SampleBatch, module, gamma: float, lambda_: float) -> SampleB
     end_next_values = np.zeros(len(batch), dtype=np.float32)
     if bootstrap.any():
         device = next(module.parameters()).device
-        new_obs = torch.as_tensor(batch[columns.NEW_OBS][bootstrap], device=device)
-        end_next_values[bootstrap] = module.compute_values({columns.OBS: new_obs}).cpu().numpy()
+        inputs = {columns.OBS: torch.as_tensor(batch[columns.NEW_OBS][bootstrap], device=device)}
+        if uses_global_state(module):
+            if columns.NEW_STATE not in batch:
+                raise KeyError(
+                    f"{type(module).__name__} reads the global state, but the batch has no "
+                    f"{columns.NEW_STATE!r} column (columns: {sorted(batch.keys())}); sample "
+                    "it with the multi-agent env runner, which records it for such modules."
+                )
+            new_state = batch[columns.NEW_STATE][bootstrap]
+            inputs[columns.STATE] = torch.as_tensor(new_state, device=device)
+        end_next_values[bootstrap] = module.compute_values(inputs).cpu().numpy()
     values = batch[columns.VF_PREDS]
     next_values = next_state_values(values, ends, end_next_values)
     advantages, targets = compute_gae(

@@ -55,9 +55,50 @@ def reregister_envs() -> None:
         tune_register_env(name, creator)
 
 
+def _multi_agent_cartpole(config: dict) -> gym.Env:
+    from tunerl.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+    return MultiAgentCartPole(config)
+
+
+def _multi_agent_pendulum(config: dict) -> gym.Env:
+    from tunerl.examples.envs.classes.multi_agent import MultiAgentPendulum
+
+    return MultiAgentPendulum(config)
+
+
+def _simple_spread(config: dict) -> gym.Env:
+    from mpe2 import simple_spread_v3
+
+    from tunerl.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+
+    return ParallelPettingZooEnv(simple_spread_v3.parallel_env(**config))
+
+
+def _tictactoe(config: dict) -> gym.Env:
+    from pettingzoo.classic import tictactoe_v3
+
+    from tunerl.env.wrappers.pettingzoo_env import PettingZooEnv
+
+    return PettingZooEnv(tictactoe_v3.env(**config))
+
+
+# Names tunerl knows without a register_env call, so that experiment files, the CLI and
+# checkpoints can name these multi-agent envs (each creator is tunerl's own code: a name is
+# looked up here, never imported). The PettingZoo ones need the `multi_agent` extra.
+BUILTIN_ENVS: dict[str, EnvCreator] = {
+    "MultiAgentCartPole": _multi_agent_cartpole,
+    "MultiAgentPendulum": _multi_agent_pendulum,
+    "pettingzoo/simple_spread_v3": _simple_spread,
+    "pettingzoo/tictactoe_v3": _tictactoe,
+}
+
+
 def _lookup_registered(name: str) -> EnvCreator | None:
     if name in _CREATORS:
         return _CREATORS[name]
+    if name in BUILTIN_ENVS:
+        return BUILTIN_ENVS[name]
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
     try:
@@ -80,7 +121,7 @@ def resolve_env_creator(env: Any) -> EnvCreator | None:
             return creator
         if env in gym.registry:
             return None
-        known = sorted(set(gym.registry) | set(_CREATORS))
+        known = sorted(set(gym.registry) | set(_CREATORS) | set(BUILTIN_ENVS))
         close = difflib.get_close_matches(env, known, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise EnvError(
@@ -118,6 +159,27 @@ def env_from_checkpoint(value: Any, where: str) -> str | None:
         "tunerl.register_env() in this process; a checkpoint's env comes back only as one of "
         "those. Register it first: tunerl.register_env(name, creator)."
     )
+
+
+def make_env(
+    env: Any,
+    env_config: dict | None,
+    worker_index: int = 0,
+    vector_index: int = 0,
+    creator: EnvCreator | None = None,
+) -> gym.Env:
+    """Builds one copy of `env` (a MultiAgentEnv, or a single-agent env not vectorized)."""
+    env_config = dict(env_config or {})
+    creator = creator or resolve_env_creator(env)
+    if creator is None:
+        try:
+            return gym.make(env, **env_config)
+        except TypeError as error:
+            raise EnvError(f"Cannot make {env!r} with env_config={env_config}: {error}") from None
+    made = creator(EnvContext(env_config, worker_index, vector_index))
+    if not isinstance(made, gym.Env):
+        raise EnvError(f"The creator of env {env!r} returned {made!r}, not a gym.Env.")
+    return made
 
 
 def make_vector_env(

@@ -101,18 +101,23 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Runs `episodes` episodes with module `module_id` of a checkpoint (or of a folder
     written by `export_best`), without the learner; returns their returns and lengths with
-    mean and std. `env_config` entries are added to the config's (e.g. {"render_mode":
+    mean and std. On a multi-agent env every module of the checkpoint acts, mapped as the
+    config maps agents (a dict mapping comes back from the checkpoint; a function does not),
+    and the returns are summed over agents, with `module_episode_returns` beside them.
+    `env_config` entries are added to the config's (e.g. {"render_mode":
     "human"}). Classes the checkpoint names load as in `Algorithm.from_checkpoint`
     (`allow_import`): nothing is imported unless allowed, nothing named in it is called."""
     from tunerl.core.algorithm import Algorithm
     from tunerl.core.config_json import config_from_json
     from tunerl.core.env_runner import EnvRunner
+    from tunerl.env.multi_agent_env_runner import make_runner_class
+    from tunerl.env.registry import resolve_env_creator
 
     if episodes < 1:
         raise ConfigError(f"episodes={episodes} must be at least 1.")
     with checkpoint_io.CheckpointReader(path) as reader:
         saved = _read_saved(reader)
-        module_dir = reader.directory / _module_dir(saved, module_id, reader.directory)
+        directory = reader.directory
         algo_class = class_resolution.resolve_class(
             saved.state.get("algo_class"), Algorithm, f"{saved.where}: algo_class", allow_import
         )
@@ -121,23 +126,36 @@ def evaluate_checkpoint(
     if env_config:
         overrides["env_config"] = {**config.env_config, **env_config}
     config = config.with_overrides(overrides)
-    # The module folder has a manifest of its own, which its loader checks.
-    module = RLModule.from_checkpoint(module_dir, allow_import)
-    spec = MultiRLModuleSpec(rl_module_specs={module_id: module.spec()})
-    runner = EnvRunner(config, spec, worker_index=0, seed=seed)
-    runner.set_weights({module_id: module.get_state()})
+    runner_class = make_runner_class(config, resolve_env_creator(config.env))
+    multi_agent = runner_class is not EnvRunner
+    if multi_agent:
+        module_ids = sorted(saved.module_dirs)
+    else:
+        _module_dir(saved, module_id, directory)  # the module asked for exists
+        module_ids = [module_id]
+    # Each module folder has a manifest of its own, which its loader checks.
+    modules = {
+        mid: RLModule.from_checkpoint(directory / saved.module_dirs[mid], allow_import)
+        for mid in module_ids
+    }
+    spec = MultiRLModuleSpec(rl_module_specs={mid: m.spec() for mid, m in modules.items()})
+    runner = runner_class(config, spec, worker_index=0, seed=seed)
+    runner.set_weights({mid: m.get_state() for mid, m in modules.items()})
     try:
         runner.sample(num_episodes=episodes, explore=explore)
         stats = runner.get_metrics()
     finally:
         runner.stop()
     returns = stats["episode_returns"]
-    return {
+    out = {
         "episode_returns": returns,
         "episode_lengths": stats["episode_lengths"],
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
     }
+    if multi_agent:
+        out["module_episode_returns"] = stats["module_episode_returns"]
+    return out
 
 
 def export_checkpoint(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import gymnasium as gym
 import torch
 
 from tunerl.core import metrics as m
@@ -104,8 +105,10 @@ class DQN(Algorithm):
     config_class = DQNConfig
     learner_class = DQNLearner
 
-    def default_module_spec(self) -> RLModuleSpec:
-        spec = super().default_module_spec()
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        spec = super().default_module_spec(module_id, observation_space, action_space)
         if self.config.rl_module_spec is None or spec.module_class is None:
             spec.module_class = DQNModule
         return spec

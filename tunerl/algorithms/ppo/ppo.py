@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import torch
 
 from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import json_numbers_per_module
-from tunerl.core.config import AlgorithmConfig
+from tunerl.core.config import AlgorithmConfig, ConfigError
 from tunerl.core.fields import (
     CLIPPED_SURROGATE_FIELDS,
     NUMBER,
@@ -29,8 +30,16 @@ from tunerl.core.fields import (
 from tunerl.core.learner import Learner, LossOutput, minibatch_sgd
 from tunerl.core.losses import adapt_kl_coeff, clipped_surrogate, explained_variance
 from tunerl.core.postprocessing import add_gae
-from tunerl.core.rl_module import MultiRLModule, RLModule
+from tunerl.core.rl_module import MultiRLModule, RLModule, RLModuleSpec
+from tunerl.core.rl_module.central_critic import (
+    GLOBAL_STATE_DIM,
+    CentralCriticRLModule,
+    global_state_dim,
+    uses_global_state,
+)
 from tunerl.core.sample_batch import SampleBatch
+from tunerl.env.multi_agent_env import MultiAgentEnv
+from tunerl.env.registry import make_env
 
 # ----------------------------------------------------------------------------- config
 _PPO_DEFAULTS = {
@@ -63,6 +72,10 @@ class PPOConfig(AlgorithmConfig, SGDFields, PolicyGradientFields, ClippedSurroga
         "clip_range_vf).", *NUMBER, low=0, low_exclusive=True, nullable=True)
     normalize_advantages: bool = field("training", True,
         "Normalize advantages per minibatch to mean 0, std 1.", bool)
+    central_critic: bool = field("training", False,
+        "MAPPO (Yu et al. 2021): each module's value function reads the env's global state "
+        "(env.state(), else all agents' observations), its policy the agent's own observation "
+        "(CentralCriticRLModule). Needs a MultiAgentEnv.", bool)
     # fmt: on
 
     FIELDS: ClassVar[dict[str, Field]] = {
@@ -147,6 +160,7 @@ class PPOLearner(Learner):
         c.VF_PREDS,
         c.ADVANTAGES,
         c.VALUE_TARGETS,
+        c.STATE,  # only in the batches of modules whose critic reads the global state
     )
 
     def __init__(self, config: PPOConfig, module: MultiRLModule, seed: int):
@@ -180,7 +194,41 @@ class PPOLearner(Learner):
 
 # ----------------------------------------------------------------------- training_step
 class PPO(Algorithm):
-    """The base class's training step: sample, GAE and minibatch SGD in the learner, sync."""
+    """The base class's training step: sample, GAE and minibatch SGD in the learner, sync.
+    A module that reads the global state (MAPPO) learns its value on the `state` column."""
 
     config_class = PPOConfig
     learner_class = PPOLearner
+
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        """The base class's spec; with `central_critic` the module class is
+        CentralCriticRLModule, and a module that reads the global state gets its size."""
+        spec = super().default_module_spec(module_id, observation_space, action_space)
+        if self.config.central_critic:
+            if spec.module_class is None:
+                spec.module_class = CentralCriticRLModule
+            elif not uses_global_state(spec.module_class):
+                raise ConfigError(
+                    f"central_critic=True, but module {module_id!r} is a "
+                    f"{spec.module_class.__name__}, which does not read the global state "
+                    "(no uses_global_state = True); drop its module_class or central_critic."
+                )
+        if uses_global_state(spec.module_class) and GLOBAL_STATE_DIM not in spec.model_config:
+            spec.model_config[GLOBAL_STATE_DIM] = self._global_state_dim()
+        return spec
+
+    def _global_state_dim(self) -> int:
+        config = self.config
+        probe = make_env(config.env, config.env_config, 0, 0, self._env_creator)
+        try:
+            if not isinstance(probe, MultiAgentEnv):
+                raise ConfigError(
+                    f"A centralised critic (central_critic=True or a module with "
+                    f"uses_global_state) needs a MultiAgentEnv; env {config.env!r} is a "
+                    f"{type(probe).__name__}."
+                )
+            return global_state_dim(probe)
+        finally:
+            probe.close()

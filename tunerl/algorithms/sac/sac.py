@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import gymnasium as gym
 import torch
 
 from tunerl.core import metrics as m
@@ -171,8 +172,10 @@ class SAC(Algorithm):
     config_class = SACConfig
     learner_class = SACLearner
 
-    def default_module_spec(self) -> RLModuleSpec:
-        spec = super().default_module_spec()
+    def default_module_spec(
+        self, module_id: str, observation_space: gym.Space, action_space: gym.Space
+    ) -> RLModuleSpec:
+        spec = super().default_module_spec(module_id, observation_space, action_space)
         if spec.module_class is None:
             spec.module_class = SACModule
         spec.model_config = {"initial_alpha": self.config.initial_alpha, **spec.model_config}

@@ -13,7 +13,9 @@ from tunerl.core.rl_module.rl_module import (
     ACTIVATIONS,
     RLModule,
     action_distribution,
+    action_mask_layout,
     flatten_observations,
+    mask_logits,
     observation_size,
 )
 
@@ -51,12 +53,22 @@ class DefaultRLModule(RLModule):
     """MLP policy and value networks from `model_config`: `fcnet_hiddens`,
     `fcnet_activation`, `vf_share_layers`, `free_log_std` (Box actions: a log-std per action
     dimension that does not depend on the observation). Reads and acts in the spaces
-    `SUPPORTED_OBSERVATIONS` and `SUPPORTED_ACTIONS` name."""
+    `SUPPORTED_OBSERVATIONS` and `SUPPORTED_ACTIONS` name.
+
+    An observation `Dict({"action_mask": ..., "observation": ...})` with Discrete actions
+    (see `action_mask_layout`) is read without its mask, and the mask sets the logits of
+    illegal actions to `MASKED_LOGIT`, so no illegal action is sampled or chosen greedily."""
 
     def setup(self) -> None:
         obs_space, action_space = self.observation_space, self.action_space
         reader = "The default RLModule (PPO's, IMPALA's and APPO's)"
-        obs_dim = observation_size(obs_space, reader)
+        self.action_mask = action_mask_layout(obs_space, action_space, reader)
+        if self.action_mask is None:
+            obs_dim = observation_size(obs_space, reader)
+        else:
+            # Refuses a non-mask part the module cannot read, with the usual error.
+            observation_size(self.action_mask.observation_space, reader)
+            obs_dim = self.action_mask.observation_size
         _, self.num_outputs = action_distribution(action_space, reader)
         self.obs_dim = obs_dim
         config = self.model_config
@@ -83,8 +95,13 @@ class DefaultRLModule(RLModule):
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         obs = flatten_observations(self.observation_space, batch[columns.OBS])
+        legal = None
+        if self.action_mask is not None:
+            obs, legal = self.action_mask.split(obs)
         features = self.pi_encoder(obs)
         dist_inputs = self.pi_head(features)
+        if legal is not None:
+            dist_inputs = mask_logits(dist_inputs, legal)
         if self.free_log_std:
             dist_inputs = torch.cat([dist_inputs, self.log_std.expand_as(dist_inputs)], dim=-1)
         vf_features = features if self.vf_encoder is None else self.vf_encoder(obs)

@@ -250,13 +250,16 @@ def default_module_class() -> type[RLModule]:
 @dataclasses.dataclass
 class RLModuleSpec:
     """How to build a module: its class, spaces and `model_config`. Spaces left as None are
-    filled from the environment."""
+    filled from the environment. `load_state_path`: a module checkpoint folder (an
+    `rl_module/<module_id>/` of another run, or an export) whose weights the algorithm
+    starts this module with (loaded under the checkpoint rules: nothing in it runs)."""
 
     module_class: type[RLModule] | None = None
     observation_space: gym.Space | None = None
     action_space: gym.Space | None = None
     model_config: dict | None = None
     observation_filter: str = "NoFilter"
+    load_state_path: str | os.PathLike | None = None
 
     def build(self) -> RLModule:
         module_class = self.module_class or default_module_class()
@@ -387,6 +390,92 @@ def flatten_observations(space: gym.Space, obs: torch.Tensor) -> torch.Tensor:
         one_hot = torch.zeros(len(obs), int(sizes.sum()))
         return one_hot.scatter_(1, index, 1.0)
     return obs.reshape(obs.shape[0], -1).float()
+
+
+# ------------------------------------------------------------------------- action masks
+# The observation key of the legal-action mask (PettingZoo classic's and RLlib's examples').
+ACTION_MASK = "action_mask"
+# What an illegal action's logit becomes: far below any logit a network outputs, but finite,
+# so log-softmax, entropy and KL stay finite (0 * -inf is nan), also in a row that masks
+# every action (a game's final observation), which then keeps the network's distribution.
+MASKED_LOGIT = -1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionMaskLayout:
+    """Where the mask and the rest of a flattened `Dict({"action_mask": ..., ...})`
+    observation sit. `observation_space` is the non-mask part (the one other subspace, or a
+    Dict of the others), `observation_columns` its columns in the flat observation and
+    `mask_columns` the mask's (the env runner flattens Dict keys in the space's order)."""
+
+    observation_space: gym.Space
+    observation_columns: torch.Tensor
+    mask_columns: slice
+
+    @property
+    def observation_size(self) -> int:
+        return len(self.observation_columns)
+
+    def split(self, flat_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the non-mask features, the legal-action mask as bools) of a flat batch."""
+        legal = flat_obs[:, self.mask_columns] > 0.5
+        return flat_obs.index_select(1, self.observation_columns), legal
+
+
+def action_mask_layout(
+    obs_space: gym.Space, action_space: gym.Space, reader: str = "The default RLModule"
+) -> ActionMaskLayout | None:
+    """The layout of an action-masked observation space: a Dict with an `"action_mask"`
+    (MultiBinary(n) or a Box of n values, 1 = legal) beside the observation (under any other
+    key: PettingZoo's `"observation"`, RLlib's `"observations"`), for a Discrete(n) action
+    space. None for any other observation space. Raises UnsupportedSpaceError for a mask
+    that does not fit the action space."""
+    if not isinstance(obs_space, gym.spaces.Dict) or ACTION_MASK not in obs_space.spaces:
+        return None
+    mask_space = obs_space.spaces[ACTION_MASK]
+    others = {key: space for key, space in obs_space.spaces.items() if key != ACTION_MASK}
+    mask_size = (
+        int(np.prod(mask_space.shape))
+        if isinstance(mask_space, gym.spaces.MultiBinary | gym.spaces.Box)
+        else None
+    )
+    problem = None
+    if not others:
+        problem = "it holds only the mask; put the observation beside it (key 'observation')"
+    elif mask_size is None:
+        problem = f"its {ACTION_MASK!r} is {mask_space}; give a MultiBinary(n) or a Box of n 0/1"
+    elif not isinstance(action_space, gym.spaces.Discrete):
+        problem = f"masks need a Discrete action space, not {action_space}"
+    elif mask_size != int(action_space.n):
+        problem = (
+            f"its {ACTION_MASK!r} has {mask_size} entries but the action space "
+            f"{action_space} has {int(action_space.n)} actions"
+        )
+    if problem is not None:
+        raise UnsupportedSpaceError(
+            f"{reader} cannot mask actions with the observation space {obs_space}: {problem}."
+        )
+    columns_of: dict[str, list[int]] = {}
+    start = 0
+    for key, space in obs_space.spaces.items():
+        size = int(gym.spaces.utils.flatdim(space))
+        columns_of[key] = list(range(start, start + size))
+        start += size
+    mask_columns = columns_of.pop(ACTION_MASK)
+    observation_columns = [column for key in others for column in columns_of[key]]
+    observation_space = next(iter(others.values())) if len(others) == 1 else gym.spaces.Dict(others)
+    return ActionMaskLayout(
+        observation_space=observation_space,
+        observation_columns=torch.as_tensor(observation_columns, dtype=torch.long),
+        mask_columns=slice(mask_columns[0], mask_columns[-1] + 1),
+    )
+
+
+def mask_logits(logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+    """`logits` with every illegal action's set to `MASKED_LOGIT`: a Categorical over them
+    never samples an illegal action (nor picks one greedily), and its log-probs and entropy
+    are those of the legal actions alone."""
+    return logits.masked_fill(~legal, MASKED_LOGIT)
 
 
 def action_distribution(

@@ -1,0 +1,1 @@
+"""Example envs (`ray.rllib.examples.envs`' place)."""

@@ -1,0 +1,1 @@
+"""Example env classes (`ray.rllib.examples.envs.classes`' place)."""
