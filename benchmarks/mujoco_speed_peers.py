@@ -62,7 +62,8 @@ class Curve:
         for budget in self.budgets:
             if env_steps >= budget and budget not in self.seconds:
                 self.seconds[budget] = self.clock()
-                self.smoothed[budget] = smoothed
+                # tunerl reports NaN before the first episode ended.
+                self.smoothed[budget] = None if smoothed != smoothed else smoothed
         return len(self.seconds) == len(self.budgets)
 
     def points(self) -> list[dict]:
