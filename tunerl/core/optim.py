@@ -12,6 +12,12 @@ contiguous tensor (`flatten_parameters`), each parameter a view of its slice, an
 gradients likewise: an Adam step, a gradient norm and a Polyak update are then a few ops in
 all instead of a few per parameter (DQN's update with gradient clipping and its target
 update: 0.85 against 0.99 ms per update, README).
+
+The step itself is torch's fused Adam kernel (`torch._fused_adam_`, the one behind
+`torch.optim.Adam(fused=True)`, an aten op that does not import dynamo) where torch has it for
+the device: one pass over the parameters and moments instead of the seven of the
+foreach formulation below it, which torch before 2.4 uses on the CPU (SAC at 256x256 on
+Hopper-v5: 0.2 ms against 0.6 ms per update for the critics' step, issue 17).
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+
+# torch's fused Adam runs on the CPU from torch 2.4 on, on CUDA before that.
+_FUSED_ADAM_CPU = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
+
+
+def has_fused_adam(device: torch.device) -> bool:
+    """Whether `torch._fused_adam_` runs on `device` with this torch."""
+    return device.type == "cuda" or (device.type == "cpu" and _FUSED_ADAM_CPU)
 
 
 def flatten_parameters(params: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -183,6 +197,26 @@ class Adam:
             if not params:
                 return
         self.step_count += 1
+        if has_fused_adam(params[0].device):
+            # The kernel reads the step count from a tensor (one per parameter; the same one
+            # serves all, since the kernel does not increment it).
+            step = torch.tensor(float(self.step_count), device=params[0].device)
+            torch._fused_adam_(
+                params,
+                grads,
+                exp_avg,
+                exp_avg_sq,
+                [],
+                [step] * len(params),
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            return
         torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sq, beta2)
         torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
