@@ -7,10 +7,10 @@ tunerl's simple_spread curves (shared-policy PPO and MAPPO).
         [--timeout 1500] [--json out.json]
 
 Every run is a fresh process; its seconds count from process start and include imports.
-- cartpole: experiments/ppo_multi_agent_cartpole.yaml with each seed; seconds and env steps
-  until the combined return (sum over both agents, last 100 episodes) reaches its target
-  (600), or the budget (100k env steps) without it. RLlib runs its own example's setup (PPO
-  defaults, policies p0/p1, 2 runners x 20 envs) in --peer-python until 600, 100k env steps
+- cartpole: experiments/multi_agent/ppo_multi_agent_cartpole.yaml with each seed; seconds
+  and env steps until the combined return (sum over both agents, last 100 episodes) reaches
+  its target (600), or the budget (100k env steps) without it. RLlib runs its own example's
+  setup (PPO defaults, policies p0/p1, 2 runners x 20 envs) in --peer-python until 600, 100k env steps
   or --rllib-timeout.
 - spread: each experiment until its env-step budget or --timeout; the curve (env steps,
   return, seconds) of every iteration.
@@ -33,7 +33,7 @@ from _runner import print_result, run_fresh
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPOSITORY / "experiments"
-CARTPOLE_EXPERIMENT = EXPERIMENTS / "ppo_multi_agent_cartpole.yaml"
+CARTPOLE_EXPERIMENT = EXPERIMENTS / "multi_agent" / "ppo_multi_agent_cartpole.yaml"
 SPREAD_EXPERIMENTS = ("ppo_simple_spread", "mappo_simple_spread")
 CARTPOLE_TARGET = 600.0
 CARTPOLE_MAX_STEPS = 100_000
@@ -236,7 +236,7 @@ def main() -> None:
             print(_summary(f"rllib 2.60 seed {args.seeds[0]}", result), flush=True)
     elif args.task == "spread":
         for name in args.experiments:
-            path = EXPERIMENTS / f"{name}.yaml"
+            path = EXPERIMENTS / "multi_agent" / f"{name}.yaml"
             command = [*script, "--run", "tunerl", "--experiment", str(path)]
             result = _fresh([*command, "--timeout", str(args.timeout)], args.timeout)
             results[name] = result

@@ -1,7 +1,8 @@
 """Multi-agent learning test: two modules on MultiAgentCartPole reach the experiment's
 combined return within its env-step budget, each module learning on its own agent's steps.
 
-Seeded; the threshold and budget are read from experiments/ppo_multi_agent_cartpole.yaml."""
+Seeded; the threshold and budget are read from
+experiments/multi_agent/ppo_multi_agent_cartpole.yaml."""
 
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from tunerl.core import metrics as m
 from tunerl.experiments import load_experiment, lookup, train_until
 
-EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "ppo_multi_agent_cartpole.yaml"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "multi_agent"
+EXPERIMENT = EXPERIMENTS / "ppo_multi_agent_cartpole.yaml"
 
 
 @pytest.mark.slow
