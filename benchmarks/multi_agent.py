@@ -10,8 +10,8 @@ Every run is a fresh process; its seconds count from process start and include i
 - cartpole: experiments/multi_agent/ppo_multi_agent_cartpole.yaml with each seed; seconds
   and env steps until the combined return (sum over both agents, last 100 episodes) reaches
   its target (600), or the budget (100k env steps) without it. RLlib runs its own example's
-  setup (PPO defaults, policies p0/p1, 2 runners x 20 envs) in --peer-python until 600, 100k env steps
-  or --rllib-timeout.
+  setup (PPO defaults, policies p0/p1, 2 runners x 20 envs) in --peer-python until 600,
+  100k env steps or --rllib-timeout.
 - spread: each experiment until its env-step budget or --timeout; the curve (env steps,
   return, seconds) of every iteration.
 The load average before and after each run is printed with it: the machine may be shared.
