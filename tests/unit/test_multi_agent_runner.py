@@ -447,3 +447,10 @@ def test_a_load_state_path_that_does_not_fit_names_module_and_spaces(build, tmp_
     )
     with pytest.raises(Exception, match=r"module 'p1'.*do not fit.*Box"):
         config.build_algo()
+
+
+def test_count_steps_by_agent_steps_sizes_the_train_batch_in_agent_steps(build):
+    algo = build(two_module_cartpole(count_steps_by="agent_steps"))
+    batch = algo.env_runner_group.sample(num_timesteps=TINY["train_batch_size_per_learner"])
+    assert batch.agent_steps() >= TINY["train_batch_size_per_learner"]
+    assert batch.env_steps < TINY["train_batch_size_per_learner"]

@@ -292,7 +292,7 @@ class EnvRunnerGroup:
                 pieces, left = [], num_timesteps
                 while left > 0:
                     pieces.append(runner.sample(min(left, self._steps_per_call()), None, explore))
-                    left -= len(pieces[-1])
+                    left -= self._steps_of(pieces[-1])
                 batch = pieces[0] if len(pieces) == 1 else concat_samples(pieces)
             self.add_metrics(runner.get_metrics())
             return PendingSample(num_timesteps, num_episodes, explore, {}, batch)
@@ -318,7 +318,7 @@ class EnvRunnerGroup:
             new, new_episodes = self._collect_round(requests)
             batches += new
             if steps_left is not None:
-                steps_left -= sum(len(batch) for batch in new)
+                steps_left -= sum(self._steps_of(batch) for batch in new)
                 if steps_left <= 0:
                     break
             elif episodes_left is not None:
@@ -333,6 +333,13 @@ class EnvRunnerGroup:
             if not requests:
                 break
         return concat_samples(batches) if batches else MultiAgentBatch({}, 0)
+
+    def _steps_of(self, batch: MultiAgentBatch) -> int:
+        """The steps `batch` counts for: env steps, or agent steps (one per agent that acted)
+        with `count_steps_by="agent_steps"`."""
+        if self.config.count_steps_by == "agent_steps":
+            return batch.agent_steps()
+        return len(batch)
 
     def _steps_per_call(self) -> int:
         """The most env steps one runner is asked for in one `sample()` call: a rollout
