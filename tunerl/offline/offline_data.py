@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tunerl.core import columns as c
 from tunerl.core.rl_module import flattened_by_env_runner
-from tunerl.core.sample_batch import SampleBatch
+from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.core.spaces_json import space_to_json
 from tunerl.offline.action_units import env_to_module_units
 from tunerl.offline.output_writer import METADATA_KEY, PARQUET_SUFFIX
@@ -357,6 +357,12 @@ class OfflineData:
             needed -= len(take)
             parts.append(self._buffer.select_rows(take))
         return parts[0] if len(parts) == 1 else SampleBatch.concat_samples(parts)
+
+    def sample_batch(self, num_rows: int) -> MultiAgentBatch:
+        """`sample(num_rows)` as the batch of the one module, `default_policy`, that an
+        offline algorithm trains (what `Algorithm.train_on_batch` takes)."""
+        rows = self.sample(num_rows)
+        return MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows))
 
     def episode_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's episode (an integer code of its eps_id) and step `t`, in file order

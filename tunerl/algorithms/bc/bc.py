@@ -25,7 +25,6 @@ from tunerl.core.fields import (
 )
 from tunerl.core.learner import Learner, LossOutput
 from tunerl.core.rl_module import RLModule
-from tunerl.core.sample_batch import MultiAgentBatch
 from tunerl.offline.offline_data import OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
@@ -91,9 +90,8 @@ class BC(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         # 1. read a shuffled batch of recorded rows
-        rows = self.data.sample(self.config.train_batch_size_per_learner)
         # 2. learn (evaluation sends the weights to its runners itself: no sync here)
-        return self.train_on_batch(MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows)))
+        return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A restored run reads the data in the order the restored random stream gives.

@@ -35,7 +35,7 @@ from tunerl.core.learner import Learner, LossOutput
 from tunerl.core.replay_buffers import N_STEP_DISCOUNT
 from tunerl.core.rl_module import RLModuleSpec, UnsupportedSpaceError
 from tunerl.core.rl_module.soft_actor_critic import SACModule
-from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
+from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.soft_actor_critic_losses import (
     actor_and_alpha_losses,
     register_soft_actor_critic_optimizers,
@@ -256,9 +256,8 @@ class CQL(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         # 1. read a shuffled batch of recorded transitions
-        rows = self.data.sample(self.config.train_batch_size_per_learner)
         # 2. learn (evaluation sends the weights to its runners itself)
-        return self.train_on_batch(MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows)))
+        return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.data.reseed(self.draw_seed())

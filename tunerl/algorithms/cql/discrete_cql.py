@@ -33,7 +33,7 @@ from tunerl.core.q_learning_losses import q_td_loss
 from tunerl.core.replay_buffers import N_STEP_DISCOUNT
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.rl_module.q_network import Q_VALUES, DQNModule
-from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
+from tunerl.core.sample_batch import SampleBatch
 from tunerl.offline.offline_data import OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
@@ -129,9 +129,8 @@ class DiscreteCQL(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         # 1. read a shuffled batch of recorded transitions
-        rows = self.data.sample(self.config.train_batch_size_per_learner)
         # 2. learn (evaluation sends the weights to its runners itself)
-        return self.train_on_batch(MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows)))
+        return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.data.reseed(self.draw_seed())

@@ -32,7 +32,7 @@ from tunerl.core.learner import Learner
 from tunerl.core.optim import Adam
 from tunerl.core.rl_module import MLP, RLModuleSpec, UnsupportedSpaceError, linear_head
 from tunerl.core.rl_module.soft_actor_critic import SACModule
-from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
+from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.soft_actor_critic_losses import twin_td_loss
 from tunerl.offline.offline_data import OfflineData, single_module_spec
 
@@ -184,9 +184,8 @@ class IQL(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         # 1. read a shuffled batch of recorded transitions
-        rows = self.data.sample(self.config.train_batch_size_per_learner)
         # 2. learn (evaluation sends the weights to its runners itself)
-        return self.train_on_batch(MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows)))
+        return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.data.reseed(self.draw_seed())

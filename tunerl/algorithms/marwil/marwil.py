@@ -30,7 +30,6 @@ from tunerl.core.fields import (
 )
 from tunerl.core.learner import Learner, LossOutput
 from tunerl.core.rl_module import RLModule
-from tunerl.core.sample_batch import MultiAgentBatch
 from tunerl.offline.offline_data import RETURNS, OfflineData, single_module_spec
 
 # ----------------------------------------------------------------------------- config
@@ -166,9 +165,8 @@ class MARWIL(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         # 1. read a shuffled batch of recorded rows, each with its discounted return
-        rows = self.data.sample(self.config.train_batch_size_per_learner)
         # 2. learn (evaluation sends the weights to its runners itself)
-        return self.train_on_batch(MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows)))
+        return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.data.reseed(self.draw_seed())
