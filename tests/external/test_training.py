@@ -189,6 +189,11 @@ def test_ppo_learns_cartpole_from_a_client_process(mode):
     assert client.returncode == 0, client.stderr.read()
 
 
+@pytest.mark.skip(
+    reason="known bug, open in issue 16: under tune.Tuner the trial's server sees no steps "
+    "from the client process (fails the same way on the serving branch); until it is fixed, "
+    "training from external clients under Tune is not shown"
+)
 @pytest.mark.slow
 def test_trains_under_tune_from_a_client_process(tmp_path):
     port = free_port_pair()
