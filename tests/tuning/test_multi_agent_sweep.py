@@ -4,11 +4,9 @@ checkpoints that hold one folder per module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from ray import tune
 
 from tunerl import PPO, PPOConfig
@@ -21,14 +19,9 @@ from .sweep_helpers import event_files, read_events
 register_env("tune_multi_agent_cartpole", lambda config: MultiAgentCartPole(config))
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_a_sweep_over_a_multi_agent_config_reports_and_checkpoints_per_module(local_ray, tmp_path):
+def test_a_sweep_over_a_multi_agent_config_reports_and_checkpoints_per_module(
+    ray_cluster, tmp_path
+):
     config = (
         PPOConfig()
         .environment("tune_multi_agent_cartpole", env_config={"num_agents": 2})
