@@ -68,6 +68,9 @@ def recorded_input(env: Any, env_config: dict | None = None) -> str:
             tunerl.PPOConfig()
             .environment(env, env_config=env_config or {})
             .training(train_batch_size_per_learner=OFFLINE_ROWS, minibatch_size=OFFLINE_ROWS)
+            # One sub-env: whole episodes (Pendulum's two of 200 steps), which offline
+            # evaluation estimates on.
+            .env_runners(num_envs_per_env_runner=1)
             .offline_data(output=str(folder), output_max_rows_per_file=OFFLINE_ROWS // 2)
             .debugging(seed=0)
             .build_algo()

@@ -17,7 +17,14 @@ import pytest
 import tunerl
 from tunerl import AlgorithmConfig
 
-from .helpers import ALGORITHM_NAMES, config_class, tiny_config, trains_offline
+from .helpers import (
+    ALGORITHM_NAMES,
+    config_class,
+    default_env,
+    recorded_input,
+    tiny_config,
+    trains_offline,
+)
 
 # The config machinery, and its methods that handle every field alike (copy, check,
 # compare, serialize): a read inside one of them does not count. Its other methods derive a
@@ -97,6 +104,13 @@ def exercise(name: str, num_env_runners: int, tmp_path: Path) -> None:
             config.evaluation(evaluation_config=output)
     elif not num_env_runners:
         config.offline_data(**output)
+    if not num_env_runners:  # every estimator, on data recorded in the algorithm's env
+        config.evaluation(
+            offline_evaluation_interval=1,
+            offline_evaluation_type=["is", "wis", "pdis", "fqe"],
+            offline_evaluation_input=recorded_input(default_env(name)),
+            offline_evaluation_fqe_updates=4,
+        )
     tunerl.ALGORITHMS[name].default_resource_request(config)
     algo = config.build_algo()
     try:

@@ -50,6 +50,7 @@ from tunerl.core.checkpoint_layout import (
 )
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig
+from tunerl.core.fields import ConfigError
 from tunerl.core.config_json import config_from_json, config_to_json
 from tunerl.core.env_runner import EnvRunner
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
@@ -183,6 +184,7 @@ class Algorithm(tune.Trainable):
             if config.evaluation_interval:
                 self.eval_env_runner_group = self._make_evaluation_group()
             self._reset_counters()
+            self.offline_evaluator = self._make_offline_evaluator()
             self.build_algorithm_state()
             self.sync_weights()
         except BaseException:
@@ -441,10 +443,16 @@ class Algorithm(tune.Trainable):
             self._record_runner_metrics()
             if self._iteration_done(start, steps_before, trained_before):
                 break
+        # Each part of the evaluation (in the env, offline) keeps its latest result.
+        evaluation = dict(self._last_evaluation or {})
         if parallel_evaluation is not None:
-            self._last_evaluation = self._finish_evaluation(parallel_evaluation)
+            evaluation.update(self._finish_evaluation(parallel_evaluation))
         elif evaluate_now:
-            self._last_evaluation = self.evaluate()
+            evaluation.update(self.evaluate())
+        interval = self.config.offline_evaluation_interval
+        if interval and (self._iteration + 1) % interval == 0:
+            evaluation[m.OFFLINE_EVAL_RUNNER_RESULTS] = self.evaluate_offline()
+        self._last_evaluation = evaluation or None
         elapsed = time.perf_counter() - start
         sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - steps_before
         env_runner_results = self._episode_stats.reduce()
@@ -586,6 +594,40 @@ class Algorithm(tune.Trainable):
         with self.timer(m.EVALUATION_TIMER):
             pending = self._start_evaluation()
         return self._finish_evaluation(pending)
+
+    def _make_offline_evaluator(self) -> Any:
+        """An OfflineEvaluator where offline_evaluation_interval is set (pyarrow is imported
+        only then: it adds to every other algorithm's start)."""
+        if not self.config.offline_evaluation_interval:
+            return None
+        from tunerl.offline.offline_evaluation import OfflineEvaluator
+
+        specs = self.module_spec.rl_module_specs
+        if len(specs) != 1:
+            raise ConfigError(
+                f"offline_evaluation_interval={self.config.offline_evaluation_interval}: "
+                f"offline evaluation estimates one module's return, but this config has the "
+                f"modules {sorted(specs)}; it is not supported for multi-agent configs yet."
+            )
+        (spec,) = specs.values()
+        return OfflineEvaluator(
+            self.config, spec.observation_space, spec.action_space, self.draw_seed()
+        )
+
+    def evaluate_offline(self) -> dict[str, Any]:
+        """The module's return estimated from the recorded episodes of
+        `offline_evaluation_input` by the estimators of `offline_evaluation_type`, as
+        reported under `evaluation/offline_eval_runners/` (tunerl.offline.offline_evaluation).
+        FQE keeps its Q-network between calls; a restored algorithm starts it afresh."""
+        self.wait_for_learner()
+        if self.offline_evaluator is None:  # called without an offline_evaluation_interval
+            raise ConfigError(
+                "evaluate_offline() needs .evaluation(offline_evaluation_interval=N, "
+                "offline_evaluation_type=...), which reads the recorded episodes at build."
+            )
+        (module,) = (self.learner.module[mid] for mid in self.learner.module.keys())
+        with self.timer(m.OFFLINE_EVALUATION_TIMER):
+            return self.offline_evaluator.evaluate(module)
 
     def _start_evaluation(self) -> PendingSample:
         """Sends the learner's weights to the evaluation runners and starts their sample

@@ -257,6 +257,15 @@ class AlgorithmConfig(BaseFields, _Config):
         if "rollout_fragment_length" in self.FIELDS:  # not in the offline algorithms'
             self.get_rollout_fragment_length()  # refuses 'auto' where it has no meaning
         self._check_overrides(self.evaluation_config)
+        if self.offline_evaluation_interval and (
+            self.offline_evaluation_input is None and getattr(self, "input_", None) is None
+        ):
+            raise ConfigError(
+                f"offline_evaluation_interval={self.offline_evaluation_interval} needs recorded "
+                "episodes to estimate on, but offline_evaluation_input is None and there is no "
+                "offline_data(input_=...): give .evaluation(offline_evaluation_input=...) a "
+                "folder of Parquet files, a glob or a list of files."
+            )
         if self.evaluation_parallel_to_training and self.evaluation_num_env_runners == 0:
             raise ConfigError(
                 "evaluation_parallel_to_training=True needs remote evaluation runners, but "

@@ -324,7 +324,42 @@ class OfflineInputFields:
         int, low=1)
 
 
-class BaseFields(OfflineOutputFields):
+OFFLINE_ESTIMATORS = ("is", "wis", "pdis", "fqe")
+
+
+def _check_estimators(value: Any) -> str | None:
+    names = [value] if isinstance(value, str) else value
+    if isinstance(names, list | tuple) and names and all(n in OFFLINE_ESTIMATORS for n in names):
+        if len(set(names)) == len(names):
+            return None
+        return "names an estimator twice"
+    return f"must be one of {list(OFFLINE_ESTIMATORS)} or a list of them"
+
+
+class OfflineEvaluationFields:
+    """Off-policy estimates of the module's return from recorded episodes, without an env
+    (`tunerl.offline.offline_evaluation`; RLlib's new-stack names)."""
+    offline_evaluation_interval: int | None = field("evaluation", None,
+        "Estimate the module's return from recorded episodes every this many training "
+        "iterations, without an env (None: never); reported under "
+        "evaluation/offline_eval_runners/.", int, low=1, nullable=True)
+    offline_evaluation_type: str | list[str] = field("evaluation", "is",
+        "The estimator, or a list of them: 'is' (importance sampling), 'wis' (weighted IS), "
+        "'pdis' (per-decision IS), 'fqe' (fitted Q evaluation). The first one's estimate is "
+        "evaluation/offline_eval_runners/episode_return_mean.", check=_check_estimators)
+    offline_evaluation_input: str | list[str] | None = field("evaluation", None,
+        "Parquet files of the episodes to estimate on (with eps_id, t and, for the IS "
+        "estimators, the behaviour policy's action_logp, as every recording holds); None: "
+        "offline_data's input_.", nullable=True, check=_check_input)
+    offline_evaluation_gamma: float = field("evaluation", 1.0,
+        "Discount of the estimated return: 1.0 estimates the undiscounted episode return, "
+        "the units of env_runners/episode_return_mean.", *NUMBER, low=0, high=1)
+    offline_evaluation_fqe_updates: int = field("evaluation", 500,
+        "FQE: updates of its Q-network per offline evaluation (it keeps its weights from "
+        "one evaluation to the next, as the policy changes little in between).", int, low=1)
+
+
+class BaseFields(OfflineOutputFields, OfflineEvaluationFields):
     """What every algorithm reads: AlgorithmConfig's own fields (and recording's)."""
 
     env: str | type[gym.Env] | Callable[[dict], gym.Env] | None = _runner_field("environment", None,

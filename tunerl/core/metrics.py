@@ -13,6 +13,8 @@ import numpy as np
 # Top-level sections of a result.
 ENV_RUNNER_RESULTS = "env_runners"
 EVALUATION_RESULTS = "evaluation"
+# Under EVALUATION_RESULTS: the off-policy estimates (tunerl.offline.offline_evaluation).
+OFFLINE_EVAL_RUNNER_RESULTS = "offline_eval_runners"
 LEARNER_RESULTS = "learners"
 TIMERS = "timers"
 FAULT_TOLERANCE = "fault_tolerance"
@@ -77,6 +79,7 @@ SAMPLE_TIMER = "sample"
 LEARN_TIMER = "learn"
 SYNC_TIMER = "sync"
 EVALUATION_TIMER = "evaluation"
+OFFLINE_EVALUATION_TIMER = "offline_evaluation"
 # IMPALA/APPO: the part of `sample` the driver spent blocked with no sample ready, and the
 # driver's seconds handing batches to the learner thread and waiting for its updates (the
 # thread's own seconds are LEARN_TIMER).
