@@ -17,6 +17,7 @@ NOTEBOOKS = (
     "03_custom_env_and_model.ipynb",
     "04_custom_algorithm.ipynb",
     "05_multi_agent.ipynb",
+    "06_offline.ipynb",
 )
 CELL_TIMEOUT_S = 300
 
