@@ -59,9 +59,15 @@ def trains_offline(name: str) -> bool:
     return declares(name, "input_")
 
 
-def recorded_input(env: Any, env_config: dict | None = None) -> str:
-    """A folder of OFFLINE_ROWS rows of `env` sampled by an untrained PPO, recorded once."""
-    key = (env, tuple(sorted((env_config or {}).items())))
+def recorded_input(
+    env: Any,
+    env_config: dict | None = None,
+    policies: tuple[str, ...] | None = None,
+    policy_mapping_fn: Any = None,
+) -> str:
+    """A folder of OFFLINE_ROWS env steps of `env` sampled by an untrained PPO, recorded
+    once; with `policies` (and `policy_mapping_fn`), by those modules of a multi-agent env."""
+    key = (env, tuple(sorted((env_config or {}).items())), policies)
     if key not in _RECORDED:
         folder = Path(tempfile.mkdtemp(prefix="tunerl-contract-data-"))
         recorder = (
@@ -73,8 +79,10 @@ def recorded_input(env: Any, env_config: dict | None = None) -> str:
             .env_runners(num_envs_per_env_runner=1)
             .offline_data(output=str(folder), output_max_rows_per_file=OFFLINE_ROWS // 2)
             .debugging(seed=0)
-            .build_algo()
         )
+        if policies is not None:
+            recorder.multi_agent(policies=set(policies), policy_mapping_fn=policy_mapping_fn)
+        recorder = recorder.build_algo()
         try:
             recorder.train()
         finally:

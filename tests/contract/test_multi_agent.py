@@ -13,10 +13,17 @@ from tunerl.core import metrics as m
 from tunerl.env.registry import register_env
 from tunerl.examples.envs.classes.multi_agent import MultiAgentCartPole
 
-from .helpers import ALGORITHM_NAMES, comparable, same_numbers, tiny_config, trains_offline
+from .helpers import (
+    ALGORITHM_NAMES,
+    comparable,
+    recorded_input,
+    same_numbers,
+    tiny_config,
+    trains_offline,
+)
 
-# The algorithms that sample (offline ones train one module from single-agent data so far,
-# and refuse a multi-agent config: test_offline_algorithms_refuse_a_multi_agent_config).
+# The algorithms that sample; the offline ones train both modules from data two modules
+# recorded (test_offline_algorithms_train_two_modules_from_multi_agent_data).
 SAMPLING_NAMES = [name for name in ALGORITHM_NAMES if not trains_offline(name)]
 OFFLINE_NAMES = [name for name in ALGORITHM_NAMES if trains_offline(name)]
 
@@ -87,13 +94,19 @@ def test_two_restores_of_a_multi_agent_checkpoint_continue_identically(name, bui
 
 
 @pytest.mark.parametrize("name", OFFLINE_NAMES)
-def test_offline_algorithms_refuse_a_multi_agent_config(name):
+def test_offline_algorithms_train_two_modules_from_multi_agent_data(name, build):
     continuous = getattr(ALGORITHMS[name], "continuous_actions_only", False)
-    config = (
-        ALGORITHMS[name]
-        .get_default_config()
-        .environment("MultiAgentPendulum" if continuous else ENV, env_config={"num_agents": 2})
-        .multi_agent(policies=set(MODULES), policy_mapping_fn=by_agent)
+    env = "MultiAgentPendulum" if continuous else ENV
+    env_config = {"num_agents": 2}
+    data = recorded_input(env, env_config, policies=MODULES, policy_mapping_fn=by_agent)
+    config = tiny_config(name, env=env, input_=data, env_config=env_config).multi_agent(
+        policies=set(MODULES), policy_mapping_fn=by_agent
     )
-    with pytest.raises(ValueError, match=r"trains one module.*\['p0', 'p1'\]"):
-        config.offline_data(input_="/nonexistent").build_algo()
+    algo = build(config)
+    before = module_weights(algo)
+    result = algo.train()
+    assert set(result[m.LEARNER_RESULTS]) == set(MODULES)
+    assert result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] == 0
+    after = module_weights(algo)
+    for mid in MODULES:
+        assert any(not after[mid][k].equal(before[mid][k]) for k in before[mid]), mid

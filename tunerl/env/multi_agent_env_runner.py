@@ -15,6 +15,10 @@ Actions are computed once per module per step, for all envs and agents it serves
 For modules with `uses_global_state` (a centralised critic, MAPPO) the rows also hold the
 env's global state before and after the step (`state`, `new_state`; see
 `tunerl.core.rl_module.central_critic`), and `state` is passed to the module when it acts.
+
+With `offline_data(output=...)` what `sample()` returns is also recorded, one writer per
+module: a file holds one module's rows (its `module_id` column one value, its columns one
+shape, its metadata that module's spaces), with each row's `agent_id`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tunerl.core.rl_module.central_critic import GlobalState, uses_global_state
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.env.multi_agent_env import MultiAgentEnv, check_multi_agent_output
 from tunerl.env.registry import EnvContext, EnvCreator, EnvError, make_env
+from tunerl.offline.output_writer import OutputWriter
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +175,14 @@ class MultiAgentEnvRunner:
         # Episodes that ended in this sample() call, their rows not collected yet.
         self._finished: list[Episode] = []
         self._new_metrics()
+        # offline_data(output=...): {module_id: its writer}, empty without an output.
+        self.output_writers = {
+            module_id: OutputWriter.from_config(
+                config, spec.observation_space, spec.action_space, worker_index, module_id
+            )
+            for module_id, spec in module_spec.module_specs.items()
+            if config.output is not None
+        }
 
     def _make_env(self, env_creator: EnvCreator | None, vector_index: int) -> MultiAgentEnv:
         config = self.config
@@ -238,6 +251,8 @@ class MultiAgentEnvRunner:
         return True
 
     def stop(self) -> None:
+        for writer in self.output_writers.values():
+            writer.close()
         for env in self.envs:
             env.close()
 
@@ -284,7 +299,15 @@ class MultiAgentEnvRunner:
         until exactly `num_episodes` fresh episodes have finished."""
         explore = self.config.explore if explore is None else explore
         if num_episodes is not None:
-            return self._sample_episodes(num_episodes, explore)
+            batch = self._sample_episodes(num_episodes, explore)
+        else:
+            batch = self._sample_timesteps(num_timesteps, explore)
+        for module_id, writer in self.output_writers.items():
+            if module_id in batch:
+                writer.write(MultiAgentBatch({module_id: batch[module_id]}, len(batch)))
+        return batch
+
+    def _sample_timesteps(self, num_timesteps: int | None, explore: bool) -> MultiAgentBatch:
         if num_timesteps is None:
             num_timesteps = self.config.env_steps_per_sample()
         if self._episodes is None:

@@ -6,12 +6,18 @@ within the buffer), so memory stays bounded (benchmarks/offline_read_memory.py).
 
 RLlib's files read as they are when their columns are plain (RLlib's
 `output_compress_columns=[]`); columns RLlib packed with cloudpickle are refused, since
-reading them would run code from the file."""
+reading them would run code from the file.
+
+Multi-agent data: an `OfflineData` for one module id (`module_id=`) reads only the rows
+whose `module_id` column holds it (a file without the column: every row), checked against
+that module's spaces; `OfflineData.for_modules` reads one per module of a config and serves
+`{module_id: rows}` batches (`ModuleBatches`)."""
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -22,14 +28,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tunerl.core import columns as c
-from tunerl.core.rl_module import flattened_by_env_runner
+from tunerl.core.rl_module import MultiRLModuleSpec, flattened_by_env_runner
 from tunerl.core.sample_batch import MultiAgentBatch, SampleBatch
 from tunerl.core.spaces_json import space_to_json
 from tunerl.offline.action_units import env_to_module_units
 from tunerl.offline.output_writer import METADATA_KEY, PARQUET_SUFFIX
+
+logger = logging.getLogger(__name__)
 
 # Every transition needs these; the rest are optional (truncateds: False; eps_id and t:
 # needed for episode returns; action_logp: needed for importance sampling).
@@ -83,8 +92,9 @@ def _flat_shape(space: gym.Space) -> tuple[int, ...]:
 class _Chunk:
     path: Path
     row_group: int
-    num_rows: int
-    first_row: int  # in the whole dataset, in file order
+    num_rows: int  # the rows read: the module's, with a module filter
+    first_row: int  # in the whole dataset read, in file order
+    rows: np.ndarray | None = None  # which rows of the row group (None: all)
 
 
 def _column_to_numpy(array: pa.ChunkedArray, rows: int, width: int, where: str) -> np.ndarray:
@@ -124,7 +134,13 @@ def _column_to_numpy(array: pa.ChunkedArray, rows: int, width: int, where: str) 
 class OfflineData:
     """Shuffled minibatches of transitions from Parquet files, as the module expects them:
     observations of the env's shape, actions in the module's units (`normalize_actions`),
-    and, with `returns_gamma`, each row's discounted return to its episode's end."""
+    and, with `returns_gamma`, each row's discounted return to its episode's end.
+
+    `module_id`: read only the rows of that module (their `module_id` column); a file
+    without that column counts as the module's, every row of it. A file with no row of the
+    module is skipped unchecked (its spaces are another module's); no row at all is an
+    `OfflineDataError` naming the module, the files and the module ids they hold. None (the
+    default) reads every row."""
 
     def __init__(
         self,
@@ -132,12 +148,16 @@ class OfflineData:
         observation_space: gym.Space,
         action_space: gym.Space,
         *,
+        module_id: str | None = None,
         normalize_actions: bool = True,
         shuffle_buffer_size: int = 100_000,
         returns_gamma: float | None = None,
         seed: int | None = None,
     ):
         self.files = resolve_input(input_)
+        self.module_id = module_id
+        # The module ids the files' `module_id` columns hold (read with a module filter only).
+        self.file_module_ids: set[str] = set()
         self.observation_space = observation_space
         self.action_space = action_space
         self.normalize_actions = normalize_actions
@@ -149,7 +169,7 @@ class OfflineData:
         self._chunks = self._check_files()
         self.num_rows = sum(chunk.num_rows for chunk in self._chunks)
         self.has_action_logp = all(
-            c.ACTION_LOGP in pq.read_schema(path).names for path in self.files
+            c.ACTION_LOGP in pq.read_schema(path).names for path in self._files_read()
         )
         self._returns = self._episode_returns(returns_gamma) if returns_gamma is not None else None
         self._buffer: SampleBatch | None = None
@@ -159,31 +179,49 @@ class OfflineData:
         self._chunk_order = np.arange(len(self._chunks))
 
     @classmethod
-    def from_config(
+    def for_modules(
         cls,
         config: Any,
-        observation_space: gym.Space,
-        action_space: gym.Space,
+        module_spec: MultiRLModuleSpec,
         seed: int,
         returns_gamma: float | None = None,
-    ) -> OfflineData:
-        """The data `config.offline_data(input_=..., shuffle_buffer_size=...)` names, read for
-        a module of these spaces (with the config's normalize_actions)."""
+    ) -> ModuleBatches:
+        """The data `config.offline_data(input_=..., shuffle_buffer_size=...)` names, read
+        for every module of `module_spec` (a MultiRLModuleSpec) with its own spaces: module
+        i in sorted order shuffles from `seed + i`. A single-agent config (one module,
+        `default_policy`) reads every row; a multi-agent one gives each module the rows of
+        its `module_id` and logs a warning for rows of modules it does not have (ignored)."""
         if config.input_ is None:
             raise OfflineDataError(
                 f"{type(config).__name__} trains on recorded data and has no input: give "
                 ".offline_data(input_=...) a folder of Parquet files, a glob or a list of files "
                 "(record them with any algorithm's .offline_data(output=...))."
             )
-        return cls(
-            config.input_,
-            observation_space,
-            action_space,
-            normalize_actions=config.normalize_actions,
-            shuffle_buffer_size=config.shuffle_buffer_size,
-            returns_gamma=returns_gamma,
-            seed=seed,
-        )
+        specs = module_spec.module_specs
+        single_agent = list(specs) == [c.DEFAULT_MODULE_ID]
+        data = {
+            module_id: cls(
+                config.input_,
+                specs[module_id].observation_space,
+                specs[module_id].action_space,
+                module_id=None if single_agent else module_id,
+                normalize_actions=config.normalize_actions,
+                shuffle_buffer_size=config.shuffle_buffer_size,
+                returns_gamma=returns_gamma,
+                seed=seed + index,
+            )
+            for index, module_id in enumerate(sorted(specs))
+        }
+        ignored = set().union(*(d.file_module_ids for d in data.values())) - set(specs)
+        if ignored:
+            logger.warning(
+                "offline_data(input_=%r) holds rows of the modules %s, which this config does "
+                "not have (its modules: %s); they are not trained on.",
+                config.input_,
+                sorted(ignored),
+                sorted(specs),
+            )
+        return ModuleBatches(data)
 
     # ------------------------------------------------------------------- checks
     def _check_files(self) -> list[_Chunk]:
@@ -199,6 +237,9 @@ class OfflineData:
                     f"{path} is not a readable Parquet file ({error}); a file cut short or "
                     "overwritten has no valid footer. Remove it or record it again."
                 ) from None
+            groups = self._module_rows(parquet)
+            if not any(rows is None or len(rows) for rows in groups):
+                continue  # another module's file
             names = parquet.schema_arrow.names
             missing = [name for name in REQUIRED_COLUMNS if name not in names]
             if missing:
@@ -215,13 +256,23 @@ class OfflineData:
                 ):
                     if recorded.get(key) != expected:
                         raise OfflineDataError(
-                            f"{path} was recorded with {key} {recorded.get(key)}, but the env "
-                            f"has {expected}: train on the env the data was recorded in."
+                            f"{path} was recorded with {key} {recorded.get(key)}, but the "
+                            f"{self._whose()} has {expected}: train on the env the data was "
+                            "recorded in."
                         )
-            for group in range(parquet.num_row_groups):
-                rows = parquet.metadata.row_group(group).num_rows
-                chunks.append(_Chunk(path, group, rows, first_row))
-                first_row += rows
+            for group, rows in enumerate(groups):
+                count = parquet.metadata.row_group(group).num_rows if rows is None else len(rows)
+                if count:
+                    chunks.append(_Chunk(path, group, count, first_row, rows))
+                    first_row += count
+        if not chunks and self.module_id is not None:
+            shown = [str(p) for p in self.files[:3]] + (["..."] if len(self.files) > 3 else [])
+            raise OfflineDataError(
+                f"The offline data holds no row of the module {self.module_id!r}: its "
+                f"{len(self.files)} files {shown} hold rows of the modules "
+                f"{sorted(self.file_module_ids)} (their 'module_id' column). Record data for "
+                "this module, or map the config's agents to the modules the data holds."
+            )
         # The first chunk of every file is read now: shapes and dtypes fail before training.
         seen: set[Path] = set()
         for chunk in chunks:
@@ -230,16 +281,42 @@ class OfflineData:
                 self._read_chunk(chunk)
         return chunks
 
-    # ----------------------------------------------------------------- reading
-    def _read_chunk(self, chunk: _Chunk) -> SampleBatch:
+    def _module_rows(self, parquet: pq.ParquetFile) -> list[np.ndarray | None]:
+        """Per row group, the indices of the rows of `self.module_id` (None: every row,
+        without a module filter or a `module_id` column)."""
+        groups = range(parquet.num_row_groups)
+        if self.module_id is None or c.MODULE_ID not in parquet.schema_arrow.names:
+            return [None for _ in groups]
+        found = []
+        for group in groups:
+            ids = parquet.read_row_group(group, columns=[c.MODULE_ID])[c.MODULE_ID]
+            ids = ids.cast(pa.string())
+            self.file_module_ids.update(pc.unique(pc.drop_null(ids)).to_pylist())
+            mine = pc.equal(ids, self.module_id).fill_null(False)
+            found.append(np.flatnonzero(mine.to_numpy(zero_copy_only=False)))
+        return found
+
+    def _whose(self) -> str:
+        return "env" if self.module_id is None else f"module {self.module_id!r}"
+
+    def _files_read(self) -> list[Path]:
+        return list(dict.fromkeys(chunk.path for chunk in self._chunks))
+
+    def _read_columns(self, chunk: _Chunk, names: Sequence[str]) -> pa.Table:
+        """Columns `names` (those the file has) of the chunk's rows."""
         parquet = pq.ParquetFile(chunk.path)
-        names = [n for n in READ_COLUMNS if n in parquet.schema_arrow.names]
+        names = [n for n in names if n in parquet.schema_arrow.names]
         try:
             table = parquet.read_row_group(chunk.row_group, columns=names)
         except (pa.ArrowException, OSError) as error:
             raise OfflineDataError(
                 f"{chunk.path}: row group {chunk.row_group} cannot be read ({error})."
             ) from None
+        return table if chunk.rows is None else table.take(chunk.rows)
+
+    # ----------------------------------------------------------------- reading
+    def _read_chunk(self, chunk: _Chunk) -> SampleBatch:
+        table = self._read_columns(chunk, READ_COLUMNS)
         rows = table.num_rows
         obs_width = math.prod(self._obs_shape)
         action_width = math.prod(self._action_shape)
@@ -290,27 +367,43 @@ class OfflineData:
 
     def _episode_returns(self, gamma: float) -> np.ndarray:
         """Each row's discounted sum of rewards to its episode's end (rows of an episode
-        ordered by `t`), from one pass over the small columns eps_id, t and rewards. An
-        episode cut by a time limit or the end of the recording is not bootstrapped."""
-        eps, steps, rewards = [], [], []
-        for path in self.files:
-            names = pq.read_schema(path).names
-            if c.EPS_ID not in names:
-                raise OfflineDataError(
-                    f"{path} has no column 'eps_id': this algorithm needs each row's episode "
-                    "to compute returns."
-                )
-            table = pq.read_table(
-                path, columns=[n for n in (c.EPS_ID, c.T, c.REWARDS) if n in names]
-            )
-            eps.append(table[c.EPS_ID].cast(pa.string()).to_numpy(zero_copy_only=False))
+        ordered by `t`), from one pass over the small columns eps_id, agent_id, t and
+        rewards. An episode is one agent's: rows grouped by (eps_id, agent_id), since the
+        agents of a multi-agent episode share its eps_id in RLlib's files. An episode cut by
+        a time limit or the end of the recording is not bootstrapped."""
+        rewards = []
+        for chunk in self._chunks:
+            table = self._read_columns(chunk, [c.REWARDS])
             rewards.append(table[c.REWARDS].to_numpy().astype(np.float64))
-            if c.T in names:
+        episode, step = self._episodes("this algorithm needs each row's episode to compute returns")
+        return discounted_returns(episode, step, np.concatenate(rewards), gamma)
+
+    def _episodes(self, why: str, need_t: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's episode, an integer code of its (eps_id, agent_id), and its step `t`
+        (without a `t` column: the row's place in the file), in the order of the chunks."""
+        eps, agents, steps = [], [], []
+        for chunk in self._chunks:
+            names = pq.read_schema(chunk.path).names
+            missing = [n for n in ((c.EPS_ID, c.T) if need_t else (c.EPS_ID,)) if n not in names]
+            if missing:
+                raise OfflineDataError(f"{chunk.path} has no column {missing[0]!r}: {why}.")
+            table = self._read_columns(chunk, (c.EPS_ID, c.AGENT_ID, c.T))
+            eps.append(table[c.EPS_ID].cast(pa.string()).to_numpy(zero_copy_only=False))
+            if c.AGENT_ID in table.column_names:
+                agent = table[c.AGENT_ID].cast(pa.string()).fill_null("")
+                agents.append(agent.to_numpy(zero_copy_only=False))
+            else:
+                agents.append(np.full(table.num_rows, "", object))
+            if c.T in table.column_names:
                 steps.append(table[c.T].to_numpy().astype(np.int64))
             else:  # file order within each episode
-                steps.append(np.arange(table.num_rows, dtype=np.int64))
-        codes = np.unique(np.concatenate(eps), return_inverse=True)[1]
-        return discounted_returns(codes, np.concatenate(steps), np.concatenate(rewards), gamma)
+                steps.append(chunk.first_row + np.arange(table.num_rows, dtype=np.int64))
+        if not eps:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        eps_codes = np.unique(np.concatenate(eps), return_inverse=True)[1]
+        agent_codes = np.unique(np.concatenate(agents), return_inverse=True)[1]
+        pairs = eps_codes.astype(np.int64) * (int(agent_codes.max()) + 1) + agent_codes
+        return np.unique(pairs, return_inverse=True)[1], np.concatenate(steps)
 
     # ------------------------------------------------------------------ batches
     def _refill(self) -> None:
@@ -358,28 +451,10 @@ class OfflineData:
             parts.append(self._buffer.select_rows(take))
         return parts[0] if len(parts) == 1 else SampleBatch.concat_samples(parts)
 
-    def sample_batch(self, num_rows: int) -> MultiAgentBatch:
-        """`sample(num_rows)` as the batch of the one module, `default_policy`, that an
-        offline algorithm trains (what `Algorithm.train_on_batch` takes)."""
-        rows = self.sample(num_rows)
-        return MultiAgentBatch({c.DEFAULT_MODULE_ID: rows}, len(rows))
-
     def episode_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's episode (an integer code of its eps_id) and step `t`, in file order
-        (the order of `all_rows`)."""
-        eps, steps = [], []
-        for path in self.files:
-            names = pq.read_schema(path).names
-            missing = [n for n in (c.EPS_ID, c.T) if n not in names]
-            if missing:
-                raise OfflineDataError(
-                    f"{path} has no column {missing[0]!r}: it is needed to tell the episodes apart."
-                )
-            table = pq.read_table(path, columns=[c.EPS_ID, c.T])
-            eps.append(table[c.EPS_ID].cast(pa.string()).to_numpy(zero_copy_only=False))
-            steps.append(table[c.T].to_numpy().astype(np.int64))
-        codes = np.unique(np.concatenate(eps), return_inverse=True)[1]
-        return codes, np.concatenate(steps)
+        """Each row's episode (an integer code of its eps_id and agent_id) and step `t`, in
+        file order (the order of `all_rows`)."""
+        return self._episodes("it is needed to tell the episodes apart", need_t=True)
 
     def all_rows(self) -> SampleBatch:
         """The whole dataset in file order (for off-policy estimates on data that fits)."""
@@ -405,16 +480,25 @@ def discounted_returns(
     return out.astype(np.float32)
 
 
-def single_module_spec(algo: Any) -> Any:
-    """The spec of the one module an offline algorithm trains (`default_policy`). Multi-agent
-    data (rows of several modules) is written by the recorder but not yet trained on: a
-    multi-agent config is refused here, naming its modules."""
-    specs = algo.module_spec.rl_module_specs
-    if list(specs) != [c.DEFAULT_MODULE_ID]:
-        raise ValueError(
-            f"{type(algo).__name__} trains one module, {c.DEFAULT_MODULE_ID!r}, from offline data; "
-            f"this config has the modules {sorted(specs)} (a multi-agent env or "
-            ".multi_agent(policies=...)). Training several modules from multi-agent data is "
-            "not supported yet: train on a single-agent env."
+class ModuleBatches:
+    """What an offline algorithm trains on: one `OfflineData` per module
+    (`OfflineData.for_modules`), each batch `{module_id: num_rows rows}`."""
+
+    def __init__(self, data: dict[str, OfflineData]):
+        self.data = data
+
+    def sample_batch(self, num_rows: int) -> MultiAgentBatch:
+        """`num_rows` rows of every module (what `Algorithm.train_on_batch` takes). Its
+        env_steps, which `train_on_batch` adds to `num_env_steps_trained_lifetime`, is
+        `num_rows` whatever the number of modules, as an env step gives each module about a
+        row: an iteration (`min_train_timesteps_per_iteration`) is the same number of
+        updates single- and multi-agent. The agent steps are `num_rows` per module."""
+        return MultiAgentBatch(
+            {module_id: data.sample(num_rows) for module_id, data in self.data.items()},
+            num_rows,
         )
-    return specs[c.DEFAULT_MODULE_ID]
+
+    def reseed(self, seed: int) -> None:
+        """Starts every module's shuffle afresh, module i (sorted) from `seed + i`."""
+        for index, module_id in enumerate(sorted(self.data)):
+            self.data[module_id].reseed(seed + index)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def to_arrow(values: np.ndarray) -> pa.Array:
 class OutputWriter:
     """Buffers sampled rows and writes a Parquet file into `directory` whenever it holds
     `max_rows_per_file` rows, and the rest at `close()`. Owned by one env runner; file names
-    carry the runner's index and a random id, so runners and runs share a folder."""
+    carry the runner's index and a random id, so runners and runs share a folder. A
+    multi-agent runner owns one writer per module (`module_id`, also in the file names),
+    whose spaces are that module's."""
 
     def __init__(
         self,
@@ -94,6 +97,7 @@ class OutputWriter:
         compress_columns: list[str] | tuple[str, ...] = (c.OBS, c.NEW_OBS),
         normalize_actions: bool = True,
         worker_index: int = 0,
+        module_id: str | None = None,
     ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,9 @@ class OutputWriter:
         self.normalize_actions = normalize_actions
         self._run_id = uuid.uuid4().hex[:12]
         self._prefix = f"runner{worker_index:03d}-{self._run_id}"
+        if module_id is not None:
+            # A module id is any string; in a file name only its safe characters.
+            self._prefix += "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", module_id)
         self._metadata = {
             METADATA_KEY: json.dumps(file_metadata(observation_space, action_space, env))
         }
@@ -113,7 +120,12 @@ class OutputWriter:
 
     @classmethod
     def from_config(
-        cls, config: Any, observation_space: gym.Space, action_space: gym.Space, worker_index: int
+        cls,
+        config: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        worker_index: int,
+        module_id: str | None = None,
     ) -> OutputWriter | None:
         """The writer `config.offline_data(output=...)` asks for, or None without an output."""
         if config.output is None:
@@ -127,6 +139,7 @@ class OutputWriter:
             compress_columns=config.output_compress_columns,
             normalize_actions=config.normalize_actions,
             worker_index=worker_index,
+            module_id=module_id,
         )
 
     def write(self, batch: MultiAgentBatch) -> None:
@@ -151,7 +164,7 @@ class OutputWriter:
     def _table(self, module_id: str, rows: SampleBatch) -> pa.Table:
         n = len(rows)
         eps_ids = np.char.add(f"{self._run_id}-", np.asarray(rows[c.EPS_ID]).astype(str))
-        # One agent per module until multi-agent batches carry agent ids (then: their column).
+        # A single-agent runner's rows have no agent id (null, as RLlib's).
         agent_ids = rows[c.AGENT_ID] if c.AGENT_ID in rows else np.full(n, None, object)
         data = {
             c.EPS_ID: pa.array(eps_ids.astype(object), pa.string()),

@@ -25,7 +25,7 @@ from tunerl.core.fields import (
 )
 from tunerl.core.learner import Learner, LossOutput
 from tunerl.core.rl_module import RLModule
-from tunerl.offline.offline_data import OfflineData, single_module_spec
+from tunerl.offline.offline_data import OfflineData
 
 # ----------------------------------------------------------------------------- config
 _BC_DEFAULTS = {
@@ -83,13 +83,10 @@ class BC(Algorithm):
         return False
 
     def build_algorithm_state(self) -> None:
-        spec = single_module_spec(self)
-        self.data = OfflineData.from_config(
-            self.config, spec.observation_space, spec.action_space, self.draw_seed()
-        )
+        self.data = OfflineData.for_modules(self.config, self.module_spec, self.draw_seed())
 
     def training_step(self) -> dict[str, Any]:
-        # 1. read a shuffled batch of recorded rows
+        # 1. read a shuffled batch of each module's recorded rows
         # 2. learn (evaluation sends the weights to its runners itself: no sync here)
         return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 

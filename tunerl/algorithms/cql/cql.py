@@ -43,7 +43,7 @@ from tunerl.core.soft_actor_critic_losses import (
     target_entropy,
     twin_td_loss,
 )
-from tunerl.offline.offline_data import OfflineData, single_module_spec
+from tunerl.offline.offline_data import OfflineData
 
 # ----------------------------------------------------------------------------- config
 _CQL_DEFAULTS = {
@@ -249,13 +249,10 @@ class CQL(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        spec = single_module_spec(self)
-        self.data = OfflineData.from_config(
-            self.config, spec.observation_space, spec.action_space, self.draw_seed()
-        )
+        self.data = OfflineData.for_modules(self.config, self.module_spec, self.draw_seed())
 
     def training_step(self) -> dict[str, Any]:
-        # 1. read a shuffled batch of recorded transitions
+        # 1. read a shuffled batch of each module's recorded transitions
         # 2. learn (evaluation sends the weights to its runners itself)
         return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 

@@ -34,7 +34,7 @@ from tunerl.core.replay_buffers import N_STEP_DISCOUNT
 from tunerl.core.rl_module import RLModuleSpec
 from tunerl.core.rl_module.q_network import Q_VALUES, DQNModule
 from tunerl.core.sample_batch import SampleBatch
-from tunerl.offline.offline_data import OfflineData, single_module_spec
+from tunerl.offline.offline_data import OfflineData
 
 # ----------------------------------------------------------------------------- config
 _DISCRETE_CQL_DEFAULTS = {
@@ -122,13 +122,10 @@ class DiscreteCQL(Algorithm):
     def build_algorithm_state(self) -> None:
         for module in self.learner.module.values():
             module.epsilon.fill_(0.0)  # the policy is greedy in Q, exploring or not
-        spec = single_module_spec(self)
-        self.data = OfflineData.from_config(
-            self.config, spec.observation_space, spec.action_space, self.draw_seed()
-        )
+        self.data = OfflineData.for_modules(self.config, self.module_spec, self.draw_seed())
 
     def training_step(self) -> dict[str, Any]:
-        # 1. read a shuffled batch of recorded transitions
+        # 1. read a shuffled batch of each module's recorded transitions
         # 2. learn (evaluation sends the weights to its runners itself)
         return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 

@@ -34,7 +34,7 @@ from tunerl.core.rl_module import MLP, RLModuleSpec, UnsupportedSpaceError, line
 from tunerl.core.rl_module.soft_actor_critic import SACModule
 from tunerl.core.sample_batch import SampleBatch
 from tunerl.core.soft_actor_critic_losses import twin_td_loss
-from tunerl.offline.offline_data import OfflineData, single_module_spec
+from tunerl.offline.offline_data import OfflineData
 
 # ----------------------------------------------------------------------------- config
 _IQL_DEFAULTS = {
@@ -177,13 +177,10 @@ class IQL(Algorithm):
         return spec
 
     def build_algorithm_state(self) -> None:
-        spec = single_module_spec(self)
-        self.data = OfflineData.from_config(
-            self.config, spec.observation_space, spec.action_space, self.draw_seed()
-        )
+        self.data = OfflineData.for_modules(self.config, self.module_spec, self.draw_seed())
 
     def training_step(self) -> dict[str, Any]:
-        # 1. read a shuffled batch of recorded transitions
+        # 1. read a shuffled batch of each module's recorded transitions
         # 2. learn (evaluation sends the weights to its runners itself)
         return self.train_on_batch(self.data.sample_batch(self.config.train_batch_size_per_learner))
 
