@@ -21,7 +21,9 @@ ESTIMATORS = ["wis", "is", "pdis", "fqe"]
 
 
 def main(cache: Path, iterations: int, fqe_updates: int) -> None:
-    folder = record_dataset(EXPERIMENTS / "ppo_cartpole.yaml", cache / "ppo_cartpole-50000-0.5", 50_000, 0.5)
+    folder = record_dataset(
+        EXPERIMENTS / "ppo_cartpole.yaml", cache / "ppo_cartpole-50000-0.5", 50_000, 0.5
+    )
     config = (
         BCConfig()
         .environment("CartPole-v1")
@@ -47,9 +49,10 @@ def main(cache: Path, iterations: int, fqe_updates: int) -> None:
             estimates = ", ".join(
                 f"{name} {offline[name][m.EPISODE_RETURN_MEAN]:.1f}" for name in ESTIMATORS
             )
+            env_return = evaluation[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
             print(
                 f"iteration {result['training_iteration']}: env return "
-                f"{evaluation[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]:.1f}; offline {estimates} "
+                f"{env_return:.1f}; offline {estimates} "
                 f"(data's own {offline['behavior_episode_return_mean']:.1f}, "
                 f"{offline['num_episodes']} episodes, "
                 f"{result[m.TIMERS][m.OFFLINE_EVALUATION_TIMER]:.2f} s of "

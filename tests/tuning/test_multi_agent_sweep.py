@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from ray import tune
 
 from tunerl import PPO, PPOConfig

@@ -50,10 +50,10 @@ from tunerl.core.checkpoint_layout import (
 )
 from tunerl.core.columns import DEFAULT_MODULE_ID
 from tunerl.core.config import AlgorithmConfig
-from tunerl.core.fields import ConfigError
 from tunerl.core.config_json import config_from_json, config_to_json
 from tunerl.core.env_runner import EnvRunner
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
+from tunerl.core.fields import ConfigError
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import (
     MultiRLModuleSpec,

@@ -128,7 +128,9 @@ class FittedQEvaluation:
             return features
         actions = policy["actions"]  # (rows, K, action_dim)
         repeated = features.unsqueeze(1).expand(-1, actions.shape[1], -1)
-        return torch.cat([repeated, actions], dim=-1).reshape(-1, features.shape[-1] + actions.shape[-1])
+        return torch.cat([repeated, actions], dim=-1).reshape(
+            -1, features.shape[-1] + actions.shape[-1]
+        )
 
     def _policy(self, module: RLModule, obs: torch.Tensor) -> dict:
         with torch.no_grad():

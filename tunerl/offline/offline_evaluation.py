@@ -58,7 +58,10 @@ class OfflineEvaluator:
                 f"offline_evaluation_input {source!r} holds no complete episode (none ends in "
                 "a row with terminateds or truncateds): record whole episodes to estimate on."
             )
-        if any(name in IMPORTANCE_SAMPLING for name in self.estimators) and not data.has_action_logp:
+        if (
+            any(name in IMPORTANCE_SAMPLING for name in self.estimators)
+            and not data.has_action_logp
+        ):
             raise OfflineDataError(
                 f"offline_evaluation_type {self.estimators} weighs the recorded actions by the "
                 f"behaviour policy's probabilities, but {source!r} has no 'action_logp' "
@@ -83,7 +86,9 @@ class OfflineEvaluator:
             if "fqe" in self.estimators
             else None
         )
-        if self.fqe is not None and not (self.fqe.discrete or isinstance(action_space, gym.spaces.Box)):
+        if self.fqe is not None and not (
+            self.fqe.discrete or isinstance(action_space, gym.spaces.Box)
+        ):
             raise OfflineDataError(
                 f"offline_evaluation_type 'fqe' estimates Discrete or Box actions, not "
                 f"{action_space}; use 'is', 'wis' or 'pdis'."
