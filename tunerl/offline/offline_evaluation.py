@@ -20,7 +20,7 @@ import torch
 from tunerl.core import columns as c
 from tunerl.core.rl_module import RLModule
 from tunerl.offline.estimators import FittedQEvaluation, importance_sampling_estimates
-from tunerl.offline.offline_data import OfflineData, OfflineDataError
+from tunerl.offline.offline_data import OfflineData, OfflineDataError, discounted_returns
 
 EPISODE_RETURN_MEAN = "episode_return_mean"
 BEHAVIOR_RETURN_MEAN = "behavior_episode_return_mean"
@@ -73,26 +73,18 @@ class OfflineEvaluator:
         order = np.lexsort((self.step, self.episode))
         first = np.r_[True, np.diff(self.episode[order]) != 0]
         self.first_rows = order[first]
-        self.behaviour_return = importance_sampling_estimates(
-            self.episode,
-            self.step,
-            self.rows[c.REWARDS],
-            np.zeros(len(self.episode)),
-            np.zeros(len(self.episode)),
-            self.gamma,
-        )["is"]
-        self.fqe = (
-            FittedQEvaluation(observation_space, action_space, self.gamma, seed)
-            if "fqe" in self.estimators
-            else None
+        returns = discounted_returns(
+            self.episode, self.step, self.rows[c.REWARDS].astype(np.float64), self.gamma
         )
-        if self.fqe is not None and not (
-            self.fqe.discrete or isinstance(action_space, gym.spaces.Box)
-        ):
-            raise OfflineDataError(
-                f"offline_evaluation_type 'fqe' estimates Discrete or Box actions, not "
-                f"{action_space}; use 'is', 'wis' or 'pdis'."
-            )
+        self.behaviour_return = float(returns[self.first_rows].mean())
+        self.fqe = None
+        if "fqe" in self.estimators:
+            if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
+                raise OfflineDataError(
+                    f"offline_evaluation_type 'fqe' estimates Discrete or Box actions, not "
+                    f"{action_space}; use 'is', 'wis' or 'pdis'."
+                )
+            self.fqe = FittedQEvaluation(observation_space, action_space, self.gamma, seed)
 
     def evaluate(self, module: RLModule) -> dict[str, Any]:
         """`{"episode_return_mean": ..., "<estimator>": {"episode_return_mean": ...},
