@@ -37,6 +37,41 @@ def test_binds_loopback_by_default_and_welcomes_with_spaces(runner, connect):
     assert welcome["mode"] == "remote"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_client_started_before_its_server_waits_for_it():
+    port = _free_port()
+    actions = []
+
+    def play() -> None:
+        with RemoteInferenceClient(port=port, timeout_s=TIMEOUT_S) as client:
+            actions.append(client.start(OBS))
+
+    client = threading.Thread(target=play, daemon=True)
+    client.start()
+    time.sleep(0.5)  # the client's first attempts are refused
+    runner = make_runner(external_config(port=port))
+    try:
+        client.join(TIMEOUT_S)
+        assert actions and actions[0] in (0, 1)
+    finally:
+        runner.stop()
+
+
+def test_a_client_with_no_server_gives_up_naming_the_address_and_the_wait():
+    port = _free_port()
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError, match=rf"127.0.0.1:{port} \(waited 0.3 s"):
+        RemoteInferenceClient(port=port, connect_timeout_s=0.3)
+    assert time.monotonic() - started < TIMEOUT_S
+
+
 def test_version_mismatch_is_refused_with_both_versions_named(runner, connect):
     raw = connect()
     reply = raw.hello(version=[2, 0])

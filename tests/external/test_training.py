@@ -189,13 +189,10 @@ def test_ppo_learns_cartpole_from_a_client_process(mode):
     assert client.returncode == 0, client.stderr.read()
 
 
-@pytest.mark.skip(
-    reason="known bug, open in issue 16: under tune.Tuner the trial's server sees no steps "
-    "from the client process (fails the same way on the serving branch); until it is fixed, "
-    "training from external clients under Tune is not shown"
-)
 @pytest.mark.slow
 def test_trains_under_tune_from_a_client_process(tmp_path):
+    # The client starts first and waits for the trial's server, which listens only once Tune
+    # has started the trial's actor (seconds later).
     port = free_port_pair()
     config = external(tiny_config("PPO", env=None), port, timeout_s=CLIENT_PROCESS_TIMEOUT_S)
     client = _start_client(port, "remote", 2, 0)

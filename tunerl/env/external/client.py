@@ -21,6 +21,7 @@ code as the server, and sends each episode (or piece of a long one) when it ends
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,32 @@ import numpy as np
 from tunerl.env.external import protocol as p
 
 
+def connect(host: str, port: int, timeout_s: float, connect_timeout_s: float) -> socket.socket:
+    """A TCP connection to the server, waiting up to `connect_timeout_s` for it to listen.
+
+    A simulator is often started before the trainer (a Tune trial starts its server only when
+    its actor is up, seconds later), so a refused connection is retried with a growing pause
+    until the deadline; then the last refusal is raised, naming the address and the wait.
+    """
+    deadline = time.monotonic() + connect_timeout_s
+    pause = 0.05
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=timeout_s)
+        except ConnectionRefusedError as refused:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionRefusedError(
+                    f"no tunerl server listens on {host}:{port} (waited {connect_timeout_s:g} s"
+                    " for it; start the training side, or pass a longer connect_timeout_s)"
+                ) from refused
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
+
+
 class ExternalEnvClient:
-    """One connection: the handshake, then request/reply. Every wait has `timeout_s`."""
+    """One connection: the handshake, then request/reply. Every wait has `timeout_s`;
+    connecting waits up to `connect_timeout_s` (default `timeout_s`) for the server to listen."""
 
     mode = p.REMOTE_INFERENCE
 
@@ -41,8 +66,10 @@ class ExternalEnvClient:
         timeout_s: float = 60.0,
         max_message_bytes: int = 1 << 30,
         version: tuple[int, int] = p.PROTOCOL_VERSION,
+        connect_timeout_s: float | None = None,
     ):
-        self._sock = socket.create_connection((host, port), timeout=timeout_s)
+        wait = timeout_s if connect_timeout_s is None else connect_timeout_s
+        self._sock = connect(host, port, timeout_s, wait)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = p.FrameReader(max_message_bytes)
         self._ready: list[bytes] = []
@@ -143,13 +170,14 @@ class LocalInferenceClient(ExternalEnvClient):
         max_piece_steps: int = 500,
         seed: int | None = None,
         allow_import: tuple[str, ...] = (),
+        connect_timeout_s: float | None = None,
     ):
         import torch
 
         from tunerl.core.env_runner import EnvActions
         from tunerl.core.rl_module import RLModuleSpec
 
-        super().__init__(host, port, token, timeout_s)
+        super().__init__(host, port, token, timeout_s, connect_timeout_s=connect_timeout_s)
         spec = RLModuleSpec.from_json(self.welcome["module_spec"], allow_import, "welcome")
         self.module = spec.build()
         self.module.eval()
