@@ -24,12 +24,19 @@ from tunerl.core.rl_module.soft_actor_critic import SACModule
 DISCRETE_TARGET_ENTROPY_SCALE = 0.5
 
 
-def target_entropy(setting: float | str, action_space: gym.Space) -> float:
+def target_entropy(
+    setting: float | str, action_space: gym.Space, legal: torch.Tensor | None = None
+) -> float | torch.Tensor:
     """The entropy the temperature aims for: `setting`, or for "auto" minus the action
-    dimension (Box) or DISCRETE_TARGET_ENTROPY_SCALE * log(n) (Discrete)."""
+    dimension (Box) or DISCRETE_TARGET_ENTROPY_SCALE * log(n) (Discrete). With `legal` (the
+    legal actions of a batch of masked observations) "auto" is per state, over the n legal
+    actions of each: a state with one legal move has entropy 0 whatever the policy, and a
+    target above it would raise alpha without bound."""
     if setting != "auto":
         return float(setting)
     if isinstance(action_space, gym.spaces.Discrete):
+        if legal is not None:
+            return DISCRETE_TARGET_ENTROPY_SCALE * legal.sum(-1).clamp_min(1).float().log()
         return DISCRETE_TARGET_ENTROPY_SCALE * math.log(action_space.n)
     # Haarnoja et al. 2018: -dim(A), over every dimension of a Box of any shape.
     return -float(math.prod(action_space.shape))
@@ -98,7 +105,7 @@ def twin_td_loss(
 def actor_and_alpha_losses(
     module: SACModule,
     batch: dict[str, torch.Tensor],
-    target_entropy: float,
+    target_entropy: float | torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Actor: minimize alpha log pi(a|s) - min Q(s, a) with a reparameterized a (discrete

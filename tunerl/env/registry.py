@@ -67,6 +67,12 @@ def _multi_agent_pendulum(config: dict) -> gym.Env:
     return MultiAgentPendulum(config)
 
 
+def _action_mask_env(config: dict) -> gym.Env:
+    from tunerl.examples.envs.classes.action_mask_env import ActionMaskEnv
+
+    return ActionMaskEnv(config)
+
+
 def _simple_spread(config: dict) -> gym.Env:
     from mpe2 import simple_spread_v3
 
@@ -84,9 +90,10 @@ def _tictactoe(config: dict) -> gym.Env:
 
 
 # Names tunerl knows without a register_env call, so that experiment files, the CLI and
-# checkpoints can name these multi-agent envs (each creator is tunerl's own code: a name is
+# checkpoints can name these example envs (each creator is tunerl's own code: a name is
 # looked up here, never imported). The PettingZoo ones need the `multi_agent` extra.
 BUILTIN_ENVS: dict[str, EnvCreator] = {
+    "ActionMaskEnv": _action_mask_env,
     "MultiAgentCartPole": _multi_agent_cartpole,
     "MultiAgentPendulum": _multi_agent_pendulum,
     "pettingzoo/simple_spread_v3": _simple_spread,

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import torch
 
+from tunerl.core import columns as c
 from tunerl.core import metrics as m
 from tunerl.core.algorithm import Algorithm
 from tunerl.core.checkpoint_io import CheckpointReader, json_number
@@ -139,8 +140,11 @@ class SACLearner(Learner):
             self, module_id, config.actor_lr, config.critic_lr, config.alpha_lr
         )
 
-    def target_entropy(self, module_id: str) -> float:
-        return target_entropy(self.config.target_entropy, self.module[module_id].action_space)
+    def target_entropy(self, module_id: str, obs: torch.Tensor) -> float | torch.Tensor:
+        """The temperature's target for a batch of observations (per state, with masks)."""
+        module = self.module[module_id]
+        legal = module.legal_actions(obs) if module.action_mask is not None else None
+        return target_entropy(self.config.target_entropy, module.action_space, legal)
 
     def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
         module, tensors = self.module[module_id], self.to_tensors(batch)
@@ -150,7 +154,7 @@ class SACLearner(Learner):
         critic = critic_loss(module, tensors, generator)
         self.apply_gradients(module_id, critic.loss, ["critic"])
         actor_loss, alpha_loss, actor_stats = actor_and_alpha_losses(
-            module, tensors, self.target_entropy(module_id), generator
+            module, tensors, self.target_entropy(module_id, tensors[c.OBS]), generator
         )
         # Disjoint parameters: one backward serves both.
         self.apply_gradients(module_id, actor_loss + alpha_loss, ["actor", "alpha"])

@@ -13,10 +13,9 @@ from tunerl.core.rl_module.rl_module import (
     ACTIVATIONS,
     RLModule,
     action_distribution,
-    action_mask_layout,
     flatten_observations,
     mask_logits,
-    observation_size,
+    masked_input_size,
 )
 
 
@@ -62,13 +61,7 @@ class DefaultRLModule(RLModule):
     def setup(self) -> None:
         obs_space, action_space = self.observation_space, self.action_space
         reader = "The default RLModule (PPO's, IMPALA's and APPO's)"
-        self.action_mask = action_mask_layout(obs_space, action_space, reader)
-        if self.action_mask is None:
-            obs_dim = observation_size(obs_space, reader)
-        else:
-            # Refuses a non-mask part the module cannot read, with the usual error.
-            observation_size(self.action_mask.observation_space, reader)
-            obs_dim = self.action_mask.observation_size
+        self.action_mask, obs_dim = masked_input_size(obs_space, action_space, reader)
         _, self.num_outputs = action_distribution(action_space, reader)
         self.obs_dim = obs_dim
         config = self.model_config

@@ -4,6 +4,11 @@ heads, a target copy, and epsilon-greedy acting expressed as a categorical distr
 Epsilon is a buffer of the module, so the learner's schedule reaches the env runners with
 every weight sync, and `action_dist_inputs` are the log-probabilities of epsilon-greedy:
 log(eps / n + (1 - eps) * [a == argmax Q]).
+
+An observation `Dict({"action_mask": ..., "observation": ...})` (see `action_mask_layout`)
+masks the Q-values: the network reads the observation alone, an illegal action's Q-value is
+`MASKED_LOGIT`, so neither the greedy action, the random one of epsilon-greedy (uniform over
+the legal actions), nor the bootstrap's max over the next state's actions is ever illegal.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from tunerl.core.rl_module import (
     UnsupportedSpaceError,
     flatten_observations,
     linear_head,
-    observation_size,
 )
+from tunerl.core.rl_module.rl_module import mask_action_values, masked_input_size
 
 Q_VALUES = "q_values"
 
@@ -59,7 +64,10 @@ class DQNModule(RLModule):
                 f"APPO take {SUPPORTED_ACTIONS}; SAC takes Discrete and bounded Box actions."
             )
         self.num_actions = int(self.action_space.n)
-        obs_dim = observation_size(self.observation_space, "DQN's module")
+        reader = "DQN's module"
+        self.action_mask, obs_dim = masked_input_size(
+            self.observation_space, self.action_space, reader
+        )
         config = self.model_config
         self.q_net = QNetwork(
             obs_dim,
@@ -74,17 +82,29 @@ class DQNModule(RLModule):
         self._target = FlatParameters(self.target_q_net.parameters())
         self.register_buffer("epsilon", torch.tensor(1.0))
 
-    def _flat(self, obs: torch.Tensor) -> torch.Tensor:
-        return flatten_observations(self.observation_space, obs)
+    def _q_values(self, net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`net`'s Q-values of a batch of (preprocessed) observations, illegal actions masked,
+        and the legal actions (all of them without a mask)."""
+        flat = flatten_observations(self.observation_space, obs)
+        if self.action_mask is None:
+            q = net(flat)
+            return q, torch.ones_like(q, dtype=torch.bool)
+        features, legal = self.action_mask.split(flat)
+        return mask_action_values(net(features), legal), legal
 
     def _forward(self, batch):
-        q = self.q_net(self._flat(batch[c.OBS]))
+        q, _ = self._q_values(self.q_net, batch[c.OBS])
         return {Q_VALUES: q, c.ACTION_DIST_INPUTS: q}
 
     def _forward_exploration(self, batch):
-        q = self.q_net(self._flat(batch[c.OBS]))
+        q, legal = self._q_values(self.q_net, batch[c.OBS])
         greedy = nn.functional.one_hot(q.argmax(dim=-1), self.num_actions).to(q.dtype)
-        probs = self.epsilon / self.num_actions + (1.0 - self.epsilon) * greedy
+        if self.action_mask is None:
+            uniform = 1.0 / self.num_actions
+        else:  # uniform over the legal actions (over all of them where none is legal)
+            legal = legal | ~legal.any(dim=-1, keepdim=True)
+            uniform = legal / legal.sum(dim=-1, keepdim=True)
+        probs = self.epsilon * uniform + (1.0 - self.epsilon) * greedy
         return {Q_VALUES: q, c.ACTION_DIST_INPUTS: probs.clamp_min(1e-12).log()}
 
     def online_parameters(self) -> list[nn.Parameter]:
@@ -92,7 +112,7 @@ class DQNModule(RLModule):
 
     def target_q_values(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.target_q_net(self._flat(self._preprocess({c.OBS: obs})[c.OBS]))
+            return self._q_values(self.target_q_net, self._preprocess({c.OBS: obs})[c.OBS])[0]
 
     def update_target(self, tau: float) -> None:
         """target <- tau * online + (1 - tau) * target (tau = 1: a hard copy)."""

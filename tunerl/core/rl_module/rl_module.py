@@ -471,11 +471,32 @@ def action_mask_layout(
     )
 
 
+def masked_input_size(
+    obs_space: gym.Space, action_space: gym.Space, reader: str
+) -> tuple[ActionMaskLayout | None, int]:
+    """(the mask layout or None, the network's input size): the observation's flat size,
+    without the mask's columns when it has one. Refuses what `reader` cannot read, mask or
+    observation, with the usual errors."""
+    layout = action_mask_layout(obs_space, action_space, reader)
+    if layout is None:
+        return None, observation_size(obs_space, reader)
+    observation_size(layout.observation_space, reader)
+    return layout, layout.observation_size
+
+
 def mask_logits(logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
     """`logits` with every illegal action's set to `MASKED_LOGIT`: a Categorical over them
     never samples an illegal action (nor picks one greedily), and its log-probs and entropy
     are those of the legal actions alone."""
     return logits.masked_fill(~legal, MASKED_LOGIT)
+
+
+def mask_action_values(values: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+    """`values` (Q-values, one per action) with every illegal action's set to `MASKED_LOGIT`,
+    so a max or argmax over them sees the legal actions alone. A row with no legal action
+    (a game's final observation) keeps its values: a bootstrap from it must stay finite
+    when the episode was truncated there, not terminated."""
+    return values.masked_fill(~legal & legal.any(dim=-1, keepdim=True), MASKED_LOGIT)
 
 
 def action_distribution(

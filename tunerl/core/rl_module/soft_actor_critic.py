@@ -1,6 +1,11 @@
 """SAC's module (SAC's and CQL's): a squashed-Gaussian actor, twin Q critics with target
 copies, and the entropy temperature log(alpha), all in one module so they travel with
-checkpoints."""
+checkpoints.
+
+Discrete actions take an observation `Dict({"action_mask": ..., "observation": ...})` (see
+`action_mask_layout`): actor and critics read the observation alone, and the actor's logits
+of illegal actions are `MASKED_LOGIT`, so pi gives them no probability and the soft values,
+which weigh every action's Q by pi, never count them."""
 
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ from tunerl.core.rl_module import (
     UnsupportedSpaceError,
     flatten_observations,
     linear_head,
-    observation_size,
 )
+from tunerl.core.rl_module.rl_module import mask_logits, masked_input_size
 
 
 class TwinQ(nn.Module):
@@ -123,7 +128,10 @@ class SACModule(RLModule):
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         if not self.discrete:
             _check_box_actions(self.action_space)
-        obs_dim = observation_size(self.observation_space, "SAC's module")
+        reader = "SAC's module"
+        self.action_mask, obs_dim = masked_input_size(
+            self.observation_space, self.action_space, reader
+        )
         hiddens = list(self.model_config["fcnet_hiddens"])
         activation = self.model_config["fcnet_activation"]
         self.actor_encoder = MLP([obs_dim, *hiddens], activation)
@@ -148,12 +156,28 @@ class SACModule(RLModule):
     def get_action_dist_cls(self):
         return Categorical if self.discrete else TanhGaussian
 
+    def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The networks' input of a batch of (preprocessed) observations, and its legal
+        actions (None without an action mask)."""
+        flat = flatten_observations(self.observation_space, obs)
+        if self.action_mask is None:
+            return flat, None
+        return self.action_mask.split(flat)
+
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
-        return flatten_observations(self.observation_space, obs)
+        return self._split(obs)[0]
 
     def _forward(self, batch):
-        obs = self._flat(batch[c.OBS])
-        return {c.ACTION_DIST_INPUTS: self.actor_head(self.actor_encoder(obs))}
+        obs, legal = self._split(batch[c.OBS])
+        logits = self.actor_head(self.actor_encoder(obs))
+        if legal is not None:
+            logits = mask_logits(logits, legal)
+        return {c.ACTION_DIST_INPUTS: logits}
+
+    def legal_actions(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The legal actions of a batch of raw observations (bools, one per action), or None
+        without an action mask."""
+        return self._split(self._preprocess({c.OBS: obs})[c.OBS])[1]
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return self._actor_parameters
