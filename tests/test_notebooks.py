@@ -45,6 +45,7 @@ def _logdirs_setup_cell(logdir_root: Path) -> nbformat.NotebookNode:
     )
 
 
+@pytest.mark.slow  # each trains to its printed figures: 11-56 s
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name: str, kernel_name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
