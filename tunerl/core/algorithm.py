@@ -53,7 +53,7 @@ from tunerl.core.config import AlgorithmConfig
 from tunerl.core.config_json import config_from_json, config_to_json
 from tunerl.core.env_runner import EnvRunner
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
-from tunerl.core.fields import ConfigError
+from tunerl.core.evaluation import Evaluation
 from tunerl.core.learner import Learner
 from tunerl.core.rl_module import (
     MultiRLModuleSpec,
@@ -168,7 +168,7 @@ class Algorithm(tune.Trainable):
             raise UnsupportedSpaceError(
                 f"{type(self).__name__} cannot train on env {config.env!r}: {error}"
             ) from None
-        self.eval_env_runner_group: EnvRunnerGroup | None = None
+        self.evaluation: Evaluation | None = None
         self.env_runner_group: EnvRunnerGroup | None = None
         self._runners_have_weights = False
         try:
@@ -181,10 +181,15 @@ class Algorithm(tune.Trainable):
                     self._env_creator,
                     runner_class=self._runner_class,
                 )
-            if config.evaluation_interval:
-                self.eval_env_runner_group = self._make_evaluation_group()
+            self.evaluation = Evaluation(
+                config,
+                self.module_spec,
+                self._runner_seed,
+                self._env_creator,
+                self._runner_class,
+                self.draw_seed,
+            )
             self._reset_counters()
-            self.offline_evaluator = self._make_offline_evaluator()
             self.build_algorithm_state()
             self.sync_weights()
         except BaseException:
@@ -194,18 +199,11 @@ class Algorithm(tune.Trainable):
             self.cleanup()
             raise
 
-    def _make_evaluation_group(self) -> EnvRunnerGroup:
-        config = self.config
-        # Evaluation runners record only where evaluation_config names an output of their own.
-        return EnvRunnerGroup(
-            config.with_overrides({"output": None, **config.evaluation_config}),
-            self.module_spec,
-            config.evaluation_num_env_runners,
-            self._runner_seed,
-            self._env_creator,
-            count_field="evaluation_num_env_runners",
-            runner_class=self._runner_class,
-        )
+    @property
+    def eval_env_runner_group(self) -> EnvRunnerGroup | None:
+        """The evaluation runners (RLlib's name), or None before the first evaluation."""
+        evaluation = getattr(self, "evaluation", None)
+        return evaluation.env_runner_group if evaluation is not None else None
 
     def _make_learner(self, config: AlgorithmConfig) -> Learner:
         learner_class = config.learner_class or self.learner_class
@@ -320,12 +318,10 @@ class Algorithm(tune.Trainable):
 
     def cleanup(self) -> None:
         """Stops every actor this algorithm started."""
-        for group in (
-            getattr(self, "env_runner_group", None),
-            getattr(self, "eval_env_runner_group", None),
-        ):
-            if group is not None:
-                group.stop()
+        if getattr(self, "env_runner_group", None) is not None:
+            self.env_runner_group.stop()
+        if getattr(self, "evaluation", None) is not None:
+            self.evaluation.stop()
 
     def reset_config(self, new_config: dict) -> bool:
         """Takes a new trial's config without a new process (Tune's `reuse_actors`, PBT).
@@ -350,8 +346,8 @@ class Algorithm(tune.Trainable):
         if self.env_runner_group is not None:
             self.env_runner_group.set_config(new)
             self.env_runner_group.reset()
+        self.evaluation.set_config(new)
         if self.eval_env_runner_group is not None:
-            self.eval_env_runner_group.set_config(new.with_overrides(new.evaluation_config))
             self.eval_env_runner_group.reset()
         self._reset_counters()
         self.build_algorithm_state()
@@ -434,7 +430,7 @@ class Algorithm(tune.Trainable):
         steps_before = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         trained_before = self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME]
         learner_results: dict[str, Any] = {}
-        evaluate_now = self._evaluation_due()
+        evaluate_now = self.evaluation.env_due(self._iteration)
         parallel_evaluation = None
         if evaluate_now and self.config.evaluation_parallel_to_training:
             parallel_evaluation = self._start_evaluation()
@@ -449,8 +445,7 @@ class Algorithm(tune.Trainable):
             evaluation.update(self._finish_evaluation(parallel_evaluation))
         elif evaluate_now:
             evaluation.update(self.evaluate())
-        interval = self.config.offline_evaluation_interval
-        if interval and (self._iteration + 1) % interval == 0:
+        if self.evaluation.offline_due(self._iteration):
             evaluation[m.OFFLINE_EVAL_RUNNER_RESULTS] = self.evaluate_offline()
         self._last_evaluation = evaluation or None
         elapsed = time.perf_counter() - start
@@ -494,10 +489,6 @@ class Algorithm(tune.Trainable):
             m.NUM_HEALTHY_ENV_RUNNERS: group.num_healthy_remote_workers(),
             m.NUM_ENV_RUNNER_RESTARTS: group.num_restarts,
         }
-
-    def _evaluation_due(self) -> bool:
-        interval = self.config.evaluation_interval
-        return bool(interval) and (self._iteration + 1) % interval == 0
 
     def sample_from_runners(self, num_timesteps: int) -> MultiAgentBatch:
         """At least `num_timesteps` env steps from the training runners, timed under
@@ -595,76 +586,26 @@ class Algorithm(tune.Trainable):
             pending = self._start_evaluation()
         return self._finish_evaluation(pending)
 
-    def _make_offline_evaluator(self) -> Any:
-        """An OfflineEvaluator where offline_evaluation_interval is set (pyarrow is imported
-        only then: it adds to every other algorithm's start)."""
-        if not self.config.offline_evaluation_interval:
-            return None
-        from tunerl.offline.offline_evaluation import OfflineEvaluator
-
-        specs = self.module_spec.rl_module_specs
-        if len(specs) != 1:
-            raise ConfigError(
-                f"offline_evaluation_interval={self.config.offline_evaluation_interval}: "
-                f"offline evaluation estimates one module's return, but this config has the "
-                f"modules {sorted(specs)}; it is not supported for multi-agent configs yet."
-            )
-        (spec,) = specs.values()
-        return OfflineEvaluator(
-            self.config, spec.observation_space, spec.action_space, self.draw_seed()
-        )
-
     def evaluate_offline(self) -> dict[str, Any]:
         """The module's return estimated from the recorded episodes of
         `offline_evaluation_input` by the estimators of `offline_evaluation_type`, as
         reported under `evaluation/offline_eval_runners/` (tunerl.offline.offline_evaluation).
         FQE keeps its Q-network between calls; a restored algorithm starts it afresh."""
         self.wait_for_learner()
-        if self.offline_evaluator is None:  # called without an offline_evaluation_interval
-            raise ConfigError(
-                "evaluate_offline() needs .evaluation(offline_evaluation_interval=N, "
-                "offline_evaluation_type=...), which reads the recorded episodes at build."
-            )
         (module,) = (self.learner.module[mid] for mid in self.learner.module.keys())
         with self.timer(m.OFFLINE_EVALUATION_TIMER):
-            return self.offline_evaluator.evaluate(module)
+            return self.evaluation.offline(module)
 
     def _start_evaluation(self) -> PendingSample:
         """Sends the learner's weights to the evaluation runners and starts their sample
         (remote runners: without waiting for it)."""
         self.wait_for_learner()
-        group = self.eval_env_runner_group
-        if group is None:  # evaluate() called without an evaluation_interval
-            group = self.eval_env_runner_group = self._make_evaluation_group()
-        self._send_weights(group)
-        if self.config.evaluation_duration_unit == "episodes":
-            return group.start_sample(num_episodes=self.config.evaluation_duration)
-        return group.start_sample(num_timesteps=self.config.evaluation_duration)
+        self._send_weights(self.evaluation.group())
+        return self.evaluation.start()
 
     def _finish_evaluation(self, pending: PendingSample) -> dict[str, Any]:
-        group = self.eval_env_runner_group
         with self.timer(m.EVALUATION_TIMER):
-            group.finish_sample(pending)
-        runner_metrics = group.pop_metrics()
-        num_episodes = len(runner_metrics["episode_returns"])
-        duration = self.config.evaluation_duration
-        if self.config.evaluation_duration_unit == "episodes" and num_episodes != duration:
-            logger.warning(
-                "Evaluation returned %d of the evaluation_duration=%d episodes asked for (runners "
-                "failed or were later than sample_timeout_s; see the messages above).",
-                num_episodes,
-                duration,
-            )
-        stats = m.EpisodeStats(window=max(num_episodes, 1))
-        stats.extend(
-            runner_metrics["episode_returns"],
-            runner_metrics["episode_lengths"],
-            runner_metrics.get("agent_episode_returns"),
-            runner_metrics.get("module_episode_returns"),
-        )
-        results = stats.reduce()
-        results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]
-        return {m.ENV_RUNNER_RESULTS: results}
+            return self.evaluation.finish(pending)
 
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule:
         """The module `module_id` being trained (the learner's copy, always current)."""
