@@ -124,31 +124,56 @@ def test_action_units_round_trip():
     np.testing.assert_allclose(env_to_module_units(space, env_units, True), module)
 
 
+def rllib_tensor_field(name: str, shape: tuple[int, ...]) -> pa.Field:
+    """A column as Ray Data writes a fixed-shape tensor: large_list<float> storage with its
+    extension type named in the field metadata (read back as the plain storage type here)."""
+    metadata = {
+        b"ARROW:extension:name": b"ray.data.arrow_tensor_v2",
+        b"ARROW:extension:metadata": json.dumps(list(shape)).encode(),
+    }
+    return pa.field(name, pa.large_list(pa.float32()), metadata=metadata)
+
+
 def rllib_fixture(path: Path, num_rows: int = 400) -> None:
-    """A file as RLlib's OfflineSingleAgentEnvRunner writes it with
-    output_compress_columns=[]: the row schema of `offline_prelearner.SCHEMA` (string
-    eps_id, null agent and module ids, list columns for obs), no tunerl metadata. Actions
-    come from a rule that balances CartPole."""
+    """A file as RLlib 2.60's `offline_data(output=..., output_compress_columns=[])` writes
+    it from PPO on CartPole-v1, column for column as a real run's files read with pyarrow:
+    string eps_id, all-null agent_id and module_id, tensor columns, int32 actions, double
+    rewards, `weights_seq_no`, no `t`, no tunerl metadata. Actions come from a rule that
+    balances CartPole."""
     rng = np.random.default_rng(0)
     obs = rng.uniform(-0.5, 0.5, size=(num_rows, 4)).astype(np.float32)
-    actions = (3 * obs[:, 2] + obs[:, 3] > 0).astype(np.int64)
-    table = pa.table(
-        {
-            "eps_id": pa.array([f"{i // 50:032x}" for i in range(num_rows)]),
-            "agent_id": pa.array([None] * num_rows, pa.string()),
-            "module_id": pa.array([None] * num_rows, pa.string()),
-            "obs": pa.array(obs.tolist(), pa.list_(pa.float32())),
-            "actions": pa.array(actions),
-            "rewards": pa.array(np.ones(num_rows, np.float32)),
-            "new_obs": pa.array(obs.tolist(), pa.list_(pa.float32())),
-            "terminateds": pa.array(np.arange(num_rows) % 50 == 49),
-            "truncateds": pa.array(np.zeros(num_rows, bool)),
-            "t": pa.array(np.arange(num_rows) % 50),
-            "action_logp": pa.array(np.full(num_rows, np.log(0.5), np.float32)),
-            "action_dist_inputs": pa.array(np.zeros((num_rows, 2)).tolist()),
-        }
+    actions = (3 * obs[:, 2] + obs[:, 3] > 0).astype(np.int32)
+    schema = pa.schema(
+        [
+            pa.field("eps_id", pa.string()),
+            pa.field("agent_id", pa.null()),
+            pa.field("module_id", pa.null()),
+            rllib_tensor_field("obs", (4,)),
+            pa.field("actions", pa.int32()),
+            pa.field("rewards", pa.float64()),
+            rllib_tensor_field("new_obs", (4,)),
+            pa.field("terminateds", pa.bool_()),
+            pa.field("truncateds", pa.bool_()),
+            rllib_tensor_field("action_dist_inputs", (2,)),
+            pa.field("action_logp", pa.float32()),
+            pa.field("weights_seq_no", pa.int64()),
+        ]
     )
-    pq.write_table(table, path)
+    columns = {
+        "eps_id": [f"{i // 50:032x}" for i in range(num_rows)],
+        "agent_id": [None] * num_rows,
+        "module_id": [None] * num_rows,
+        "obs": obs.tolist(),
+        "actions": actions,
+        "rewards": np.ones(num_rows),
+        "new_obs": obs.tolist(),
+        "terminateds": np.arange(num_rows) % 50 == 49,
+        "truncateds": np.zeros(num_rows, bool),
+        "action_dist_inputs": np.zeros((num_rows, 2)).tolist(),
+        "action_logp": np.full(num_rows, np.log(0.5), np.float32),
+        "weights_seq_no": np.zeros(num_rows, np.int64),
+    }
+    pq.write_table(pa.table(columns, schema=schema), path)
 
 
 def test_bc_trains_on_an_rllib_format_file(tmp_path, build):
