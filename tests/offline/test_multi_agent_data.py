@@ -239,6 +239,37 @@ def test_reseeding_repeats_every_modules_batches(cartpole_data, build):
     assert not np.array_equal(batches[0]["p0"][c.OBS], batches[0]["p1"][c.OBS])
 
 
+def complete_episode_returns(table: pa.Table) -> list[float]:
+    """The undiscounted return of every (eps_id, agent_id) whose rows end its episode."""
+    returns: dict[tuple, float] = {}
+    ended: set[tuple] = set()
+    for row in table.select(
+        ["eps_id", "agent_id", "rewards", "terminateds", "truncateds"]
+    ).to_pylist():
+        key = (row["eps_id"], row["agent_id"])
+        returns[key] = returns.get(key, 0.0) + row["rewards"]
+        if row["terminateds"] or row["truncateds"]:
+            ended.add(key)
+    return [value for key, value in returns.items() if key in ended]
+
+
+def test_offline_evaluation_estimates_each_module_on_its_own_episodes(cartpole_data, build):
+    config = offline_config(BCConfig, cartpole_data).evaluation(
+        offline_evaluation_interval=1,
+        offline_evaluation_type=["wis", "fqe"],
+        offline_evaluation_fqe_updates=20,
+    )
+    offline = build(config).train()[m.EVALUATION_RESULTS][m.OFFLINE_EVAL_RUNNER_RESULTS]
+    assert set(offline) == set(MODULES)
+    for mid in MODULES:
+        expected = complete_episode_returns(file_rows(cartpole_data, mid))
+        assert offline[mid]["num_episodes"] == len(expected) > 0
+        assert offline[mid]["behavior_episode_return_mean"] == pytest.approx(np.mean(expected))
+        assert np.isfinite(offline[mid]["wis"][m.EPISODE_RETURN_MEAN])
+        assert np.isfinite(offline[mid]["fqe"][m.EPISODE_RETURN_MEAN])
+        assert offline[mid][m.EPISODE_RETURN_MEAN] == offline[mid]["wis"][m.EPISODE_RETURN_MEAN]
+
+
 # ----------------------------------------------------------------------------- learning
 def test_bc_from_an_expert_recording_beats_the_untrained_policy(tmp_path, build):
     """A PPO trained for six iterations (about 12k env steps, 5 s) records ten greedy

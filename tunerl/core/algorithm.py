@@ -592,9 +592,8 @@ class Algorithm(tune.Trainable):
         reported under `evaluation/offline_eval_runners/` (tunerl.offline.offline_evaluation).
         FQE keeps its Q-network between calls; a restored algorithm starts it afresh."""
         self.wait_for_learner()
-        (module,) = (self.learner.module[mid] for mid in self.learner.module.keys())
         with self.timer(m.OFFLINE_EVALUATION_TIMER):
-            return self.evaluation.offline(module)
+            return self.evaluation.offline(self.learner.module)
 
     def _start_evaluation(self) -> PendingSample:
         """Sends the learner's weights to the evaluation runners and starts their sample

@@ -17,7 +17,7 @@ from tunerl.core import metrics as m
 from tunerl.core.config import AlgorithmConfig
 from tunerl.core.env_runner_group import EnvRunnerGroup, PendingSample
 from tunerl.core.fields import ConfigError
-from tunerl.core.rl_module import MultiRLModuleSpec, RLModule
+from tunerl.core.rl_module import MultiRLModule, MultiRLModuleSpec
 
 logger = logging.getLogger("tunerl")
 
@@ -42,11 +42,11 @@ class Evaluation:
         self._env_creator = env_creator
         self._runner_class = runner_class
         self.env_runner_group: EnvRunnerGroup | None = None
-        self.offline_evaluator: Any = None
+        self.offline_evaluators: dict[str, Any] = {}
         try:
             if config.evaluation_interval:
                 self.env_runner_group = self._make_group()
-            self.offline_evaluator = _make_offline_evaluator(config, module_spec, seed)
+            self.offline_evaluators = _make_offline_evaluators(config, module_spec, seed)
         except BaseException:
             self.stop()
             raise
@@ -112,15 +112,23 @@ class Evaluation:
         results[m.NUM_ENV_STEPS_SAMPLED] = runner_metrics["num_env_steps"]
         return {m.ENV_RUNNER_RESULTS: results}
 
-    def offline(self, module: RLModule) -> dict[str, Any]:
-        """`module`'s return estimated from the recorded episodes (the results under
-        `evaluation/offline_eval_runners/`)."""
-        if self.offline_evaluator is None:  # called without an offline_evaluation_interval
+    def offline(self, modules: MultiRLModule) -> dict[str, Any]:
+        """The modules' returns estimated from the recorded episodes (the results under
+        `evaluation/offline_eval_runners/`): one module's at the top, or with several
+        modules each one's under its id (the mean return of one agent's episode)."""
+        if not self.offline_evaluators:  # called without an offline_evaluation_interval
             raise ConfigError(
                 "evaluate_offline() needs .evaluation(offline_evaluation_interval=N, "
                 "offline_evaluation_type=...), which reads the recorded episodes at build."
             )
-        return self.offline_evaluator.evaluate(module)
+        results = {
+            module_id: evaluator.evaluate(modules[module_id])
+            for module_id, evaluator in self.offline_evaluators.items()
+        }
+        if len(results) == 1:
+            (only,) = results.values()
+            return only
+        return results
 
     def set_config(self, config: AlgorithmConfig) -> None:
         """A new trial's config on the same runners (`Algorithm.reset_config`)."""
@@ -133,21 +141,25 @@ class Evaluation:
             self.env_runner_group.stop()
 
 
-def _make_offline_evaluator(
+def _make_offline_evaluators(
     config: AlgorithmConfig, module_spec: MultiRLModuleSpec, seed: Callable[[], int]
-) -> Any:
-    """An OfflineEvaluator where offline_evaluation_interval is set (pyarrow is imported
-    only then: it adds to every other algorithm's start)."""
+) -> dict[str, Any]:
+    """`{module_id: OfflineEvaluator}` where offline_evaluation_interval is set (pyarrow is
+    imported only then: it adds to every other algorithm's start). A multi-agent config has
+    one per module, on the rows its `module_id` column names (each agent's own episodes)."""
     if not config.offline_evaluation_interval:
-        return None
+        return {}
     from tunerl.offline.offline_evaluation import OfflineEvaluator
 
     specs = module_spec.rl_module_specs
-    if len(specs) != 1:
-        raise ConfigError(
-            f"offline_evaluation_interval={config.offline_evaluation_interval}: "
-            f"offline evaluation estimates one module's return, but this config has the "
-            f"modules {sorted(specs)}; it is not supported for multi-agent configs yet."
+    multi = len(specs) > 1
+    return {
+        module_id: OfflineEvaluator(
+            config,
+            spec.observation_space,
+            spec.action_space,
+            seed(),
+            module_id=module_id if multi else None,
         )
-    (spec,) = specs.values()
-    return OfflineEvaluator(config, spec.observation_space, spec.action_space, seed())
+        for module_id, spec in specs.items()
+    }

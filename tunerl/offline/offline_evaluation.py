@@ -37,7 +37,12 @@ class OfflineEvaluator:
     in memory, and estimates a module's return on them."""
 
     def __init__(
-        self, config: Any, observation_space: gym.Space, action_space: gym.Space, seed: int
+        self,
+        config: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        seed: int,
+        module_id: str | None = None,
     ):
         self.estimators = _estimators(config.offline_evaluation_type)
         self.gamma = float(config.offline_evaluation_gamma)
@@ -49,6 +54,7 @@ class OfflineEvaluator:
             action_space,
             normalize_actions=config.normalize_actions,
             seed=seed,
+            module_id=module_id,
         )
         rows = data.all_rows()
         episode, step = data.episode_columns()
