@@ -140,10 +140,14 @@ class SACLearner(Learner):
             self, module_id, config.actor_lr, config.critic_lr, config.alpha_lr
         )
 
-    def target_entropy(self, module_id: str, obs: torch.Tensor) -> float | torch.Tensor:
-        """The temperature's target for a batch of observations (per state, with masks)."""
+    def target_entropy(
+        self, module_id: str, obs: torch.Tensor | None = None
+    ) -> float | torch.Tensor:
+        """The temperature's target: one number, or with action masks and a batch of
+        observations `obs`, one per state (over its legal actions)."""
         module = self.module[module_id]
-        legal = module.legal_actions(obs) if module.action_mask is not None else None
+        masked = obs is not None and module.action_mask is not None
+        legal = module.legal_actions(obs) if masked else None
         return target_entropy(self.config.target_entropy, module.action_space, legal)
 
     def update_module(self, module_id: str, batch: SampleBatch) -> dict[str, Any]:
